@@ -1,0 +1,65 @@
+"""kgraph: network surgery on trained Keras 3 models, built like a small compiler.
+
+    lift(model) -> Graph --passes--> Graph --lower()--> keras.Model
+
+Example:
+    >>> import kgraph
+    >>> from kgraph.passes import DeleteChannels
+    >>> smaller = kgraph.lift(model).apply(DeleteChannels("conv1", [0, 3])).lower()
+"""
+
+from kgraph.errors import (
+    ChannelError,
+    KGraphError,
+    LayerNotFoundError,
+    LiftError,
+    LowerError,
+    MaskConflictError,
+    SurgeryError,
+    UnsupportedLayerError,
+    VerificationError,
+)
+from kgraph.graph import Graph
+from kgraph.ir import Node, Slot, Tensor
+from kgraph.lift import lift
+from kgraph.passes import (
+    DeleteChannels,
+    DeleteLayer,
+    EliminateDeadNodes,
+    InsertLayer,
+    Pass,
+    PassResult,
+    PropagateMasks,
+    ReplaceLayer,
+)
+from kgraph.rules import Rule, register_rule, unregister_rule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelError",
+    "DeleteChannels",
+    "DeleteLayer",
+    "EliminateDeadNodes",
+    "Graph",
+    "InsertLayer",
+    "KGraphError",
+    "LayerNotFoundError",
+    "LiftError",
+    "LowerError",
+    "MaskConflictError",
+    "Node",
+    "Pass",
+    "PassResult",
+    "PropagateMasks",
+    "ReplaceLayer",
+    "Rule",
+    "Slot",
+    "SurgeryError",
+    "Tensor",
+    "UnsupportedLayerError",
+    "VerificationError",
+    "lift",
+    "register_rule",
+    "unregister_rule",
+]

@@ -1,0 +1,252 @@
+"""The records of the IR: tensors with channel masks, and layer calls.
+
+Both are immutable: change one with `attrs.evolve` (or the helpers below), never
+in place. Weight arrays are read-only numpy arrays shared between graphs.
+
+A channel mask is a boolean array over the channels a tensor had when its
+coordinates were created (`lifted` channels): True = kept. Its `space` names that
+coordinate system, so two masks are comparable only when their spaces are equal.
+
+Example:
+    >>> t = Tensor(shape=(None, 8), dtype="float32", axis=1, mask=full_mask(8), space=Space("d"))
+    >>> t.with_mask(delete_from(t.mask, [0, 1])).shape
+    (None, 6)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import numpy as np
+
+__all__ = [
+    "Node",
+    "Slot",
+    "Space",
+    "Tensor",
+    "delete_from",
+    "freeze_array",
+    "full_mask",
+    "mask_summary",
+    "remove_slot",
+    "tensor_slots",
+]
+
+
+class Space:
+    """Identity of a channel coordinate system (compared by identity).
+
+    A fresh `Space` is made for every tensor whose channels are new (a layer's own
+    units or filters, a model input); tensors that keep their channels (BatchNorm,
+    activations, pooling) pass their producer's space on.
+    """
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"Space({self.label!r})"
+
+
+def freeze_array(array: Any) -> np.ndarray:
+    """Return `array` as a read-only numpy array (no copy when it already is one)."""
+    array = np.asarray(array)
+    if array.flags.writeable:
+        if array.base is not None or not array.flags.owndata:
+            array = array.copy()
+        array.setflags(write=False)
+    return array
+
+
+def full_mask(channels: int) -> np.ndarray:
+    """A read-only mask that keeps all `channels`."""
+    return freeze_array(np.ones(channels, dtype=bool))
+
+
+def delete_from(mask: np.ndarray, channels: Iterable[int]) -> np.ndarray:
+    """A copy of `mask` with the lifted `channels` set to False."""
+    new = mask.copy()
+    new[list(channels)] = False
+    return freeze_array(new)
+
+
+def mask_summary(mask: np.ndarray | None) -> str:
+    """`'48/64'` for a mask that keeps 48 of 64 channels, `'-'` for no mask."""
+    if mask is None:
+        return "-"
+    return f"{int(mask.sum())}/{mask.size}"
+
+
+@attrs.frozen(eq=False, repr=False)
+class Tensor:
+    """One tensor of the graph: its current shape and dtype, and its channel mask.
+
+    `axis` is the channel axis (non-negative, counting the batch axis) or None when
+    the tensor carries no channels kgraph can track. `mask` has one entry per lifted
+    channel of `space`; `mask.sum()` equals `shape[axis]`.
+    """
+
+    shape: tuple[int | None, ...]
+    dtype: str
+    axis: int | None = None
+    mask: np.ndarray | None = None
+    space: Hashable = None
+
+    @property
+    def channels(self) -> int | None:
+        """The current number of channels (None when untracked)."""
+        return None if self.axis is None else self.shape[self.axis]
+
+    @property
+    def empty(self) -> bool:
+        """True when every channel of this tensor has been deleted."""
+        return self.mask is not None and not self.mask.any()
+
+    def with_mask(self, mask: np.ndarray, space: Hashable = None) -> Tensor:
+        """This tensor with another mask (and space), its shape following the mask."""
+        shape = list(self.shape)
+        shape[self.axis] = int(mask.sum())
+        return attrs.evolve(
+            self, shape=tuple(shape), mask=mask, space=self.space if space is None else space
+        )
+
+    def same_as(self, other: Tensor) -> bool:
+        """True when both describe the same channels, shape and dtype."""
+        if self is other:
+            return True
+        return (
+            self.shape == other.shape
+            and self.dtype == other.dtype
+            and self.axis == other.axis
+            and self.space == other.space
+            and _same_mask(self.mask, other.mask)
+        )
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.shape}, {self.dtype}, axis={self.axis}, mask {mask_summary(self.mask)})"
+
+
+def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and bool(np.array_equal(a, b)))
+
+
+@attrs.frozen
+class Slot:
+    """Placeholder for the tensor in input slot `index` inside a call template."""
+
+    index: int
+
+    def __repr__(self) -> str:
+        return f"Slot({self.index})"
+
+
+def _freeze_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
+
+
+def _freeze_arrays(value: Iterable[Any]) -> tuple[np.ndarray, ...]:
+    return tuple(freeze_array(w) for w in value)
+
+
+@attrs.frozen(eq=False, repr=False)
+class Node:
+    """One call of a Keras layer or `keras.ops` operation (or a graph input/output).
+
+    Attributes:
+        name: unique node name in the graph (`dense`, or `dense@1` for a second call).
+        kind: "input", "layer", "op" or "output".
+        cls: the Keras class lowered to (None for outputs).
+        config: the layer's `get_config()`, as updated by passes.
+        layer: name of the Keras layer this call lowers to; calls of a shared layer
+            share it (and must agree on config and weights).
+        call_index: which call of `layer` this is (0 for unshared layers).
+        args, kwargs: the call's arguments, tensors replaced by `Slot(i)`.
+        weights: the layer's weights in `layer.weights` order (read-only arrays).
+        weight_names: their names relative to the layer (`kernel`, `lstm_cell/bias`).
+        inputs: the input tensors this node was last computed for, one per slot.
+        outputs: the node's output tensors, one per output slot.
+        origin: `id()` of the Keras layer it was lifted from (None for new layers).
+        path: where the layer sat in the original model (`backbone/conv1`).
+    """
+
+    name: str
+    kind: str
+    cls: type | None
+    config: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
+    layer: str = ""
+    call_index: int = 0
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
+    weights: tuple[np.ndarray, ...] = attrs.field(default=(), converter=_freeze_arrays)
+    weight_names: tuple[str, ...] = ()
+    inputs: tuple[Tensor, ...] = ()
+    outputs: tuple[Tensor, ...] = ()
+    origin: int | None = None
+    path: str = ""
+
+    @property
+    def class_name(self) -> str:
+        return "Output" if self.cls is None else self.cls.__name__
+
+    def weight(self, name: str) -> np.ndarray:
+        """The weight called `name` (e.g. "kernel")."""
+        try:
+            return self.weights[self.weight_names.index(name)]
+        except ValueError:
+            raise KeyError(
+                f"{self.describe()} has no weight {name!r}; it has {list(self.weight_names)}"
+            ) from None
+
+    def has_weight(self, name: str) -> bool:
+        return name in self.weight_names
+
+    def with_weights(self, **updates: np.ndarray) -> Node:
+        """A copy with the named weights replaced."""
+        weights = list(self.weights)
+        for name, value in updates.items():
+            weights[self.weight_names.index(name)] = value
+        return attrs.evolve(self, weights=tuple(weights))
+
+    def with_config(self, **updates: Any) -> Node:
+        """A copy with some config entries replaced."""
+        return attrs.evolve(self, config={**self.config, **updates})
+
+    def describe(self) -> str:
+        """`"'conv1' (Conv2D)"`: how error messages name a node."""
+        if self.kind == "output":
+            return f"model output {self.name!r}"
+        return f"{self.name!r} ({self.class_name})"
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, {self.class_name})"
+
+
+def tensor_slots(template: Sequence[Any] | Mapping[str, Any]) -> list[Slot]:
+    """All `Slot` placeholders in a call template, in order."""
+    from keras import tree
+
+    return [leaf for leaf in tree.flatten(template) if isinstance(leaf, Slot)]
+
+
+def remove_slot(template: Any, slot: int) -> Any:
+    """`template` without the `Slot(slot)` entry of a list, later slots renumbered.
+
+    Example:
+        >>> remove_slot(([Slot(0), Slot(1), Slot(2)],), 1)
+        ([Slot(0), Slot(1)],)
+    """
+    if isinstance(template, Slot):
+        return Slot(template.index - 1) if template.index > slot else template
+    if isinstance(template, (list, tuple)):
+        items = [remove_slot(v, slot) for v in template if not (isinstance(v, Slot) and v.index == slot)]
+        return type(template)(items)
+    if isinstance(template, Mapping):
+        return {k: remove_slot(v, slot) for k, v in template.items()}
+    return template

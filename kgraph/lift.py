@@ -1,0 +1,319 @@
+"""`lift`: read a Functional or Sequential Keras 3 model into a `Graph`.
+
+Every layer call becomes a node (a shared layer gets one node per call, all
+holding the same weight arrays); raw `keras.ops` operations between layers
+become nodes too; nested Functional/Sequential models are inlined, their layers
+keeping their names unless an outer layer already uses the name. The model is
+only read, never changed.
+
+Example:
+    >>> graph = kgraph.lift(keras.applications.ResNet50(weights=None))
+    >>> len(graph)
+    179
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import keras
+import networkx as nx
+import numpy as np
+
+from kgraph.errors import KGraphError, LiftError
+from kgraph.graph import Graph
+from kgraph.ir import Node, Slot
+from kgraph.keras_utils import layer_weight_names, tensor_record
+from kgraph.passes.propagate_masks import update_node
+from kgraph.rules.base import fresh_output
+
+__all__ = ["lift"]
+
+_Ref = tuple[int, int]  # (call id, output slot) while lifting
+
+
+def _functional_of(model: Any) -> Any:
+    """The functional graph of `model` (a Sequential's inner Functional), or `LiftError`."""
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise LiftError(
+                f"Sequential model {model.name!r} is not built, so it has no graph yet; "
+                "start it with keras.Input(shape=...) or call model.build(input_shape) first"
+            )
+        return functional
+    if isinstance(model, Functional):
+        return model
+    if isinstance(model, keras.Model):
+        raise LiftError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed model: its call() is "
+            "Python code, not a graph of layers kgraph can read. Build it as a functional model "
+            "(keras.Model(inputs, outputs)) or a Sequential model, then lift that"
+        )
+    raise LiftError(f"lift() needs a keras.Model, got {type(model).__name__}")
+
+
+def _is_nested_model(operation: Any) -> bool:
+    return isinstance(operation, keras.Model)
+
+
+@attrs.define
+class _Call:
+    """One layer/op call found while walking the model (before nodes get names)."""
+
+    id: int
+    operation: Any
+    keras_node: Any
+    layer_name: str
+    path: str
+    sources: list[_Ref]
+    training: Any
+
+
+class _Lifter:
+    def __init__(self, model: Any, functional: Any) -> None:
+        self.model = model
+        self.calls: list[_Call] = []
+        self.ids = itertools.count()
+        self.names: dict[int, str] = {}  # id(layer) -> unique layer name
+        self.taken = {op.name for op in functional.operations}
+        self.inputs: list[tuple[int, Any, Any]] = []  # (call id, keras tensor, input layer)
+
+    def layer_name(self, operation: Any, prefix: str) -> str:
+        key = id(operation)
+        if key not in self.names:
+            name = operation.name
+            if prefix and name in self.taken:
+                base = f"{prefix.replace('/', '_')}_{name}"
+                name, i = base, 0
+                while name in self.taken:
+                    i += 1
+                    name = f"{base}_{i}"
+            self.taken.add(name)
+            self.names[key] = name
+        return self.names[key]
+
+    def walk(self, functional: Any, env: dict[int, _Ref], prefix: str, training: Any) -> None:
+        """Record the calls of `functional`; `env` maps its input tensors to sources."""
+        for keras_node in _nodes_in_order(functional):
+            operation = keras_node.operation
+            if keras_node.is_input or isinstance(operation, keras.layers.InputLayer):
+                continue
+            sources = [env[id(t)] for t in keras_node.input_tensors]
+            if _is_nested_model(operation):
+                self.inline(operation, keras_node, sources, env, prefix, training)
+                continue
+            call = _Call(
+                id=next(self.ids),
+                operation=operation,
+                keras_node=keras_node,
+                layer_name=self.layer_name(operation, prefix),
+                path=f"{prefix}/{operation.name}" if prefix else operation.name,
+                sources=sources,
+                training=training,
+            )
+            self.calls.append(call)
+            for slot, tensor in enumerate(keras_node.outputs):
+                env[id(tensor)] = (call.id, slot)
+
+    def inline(
+        self,
+        model: Any,
+        keras_node: Any,
+        sources: list[_Ref],
+        env: dict[int, _Ref],
+        prefix: str,
+        training: Any,
+    ) -> None:
+        inner = _functional_of(model)
+        outer_inputs = keras_node.arguments.args[0] if keras_node.arguments.args else None
+        if outer_inputs is None:
+            outer_inputs = keras_node.arguments.kwargs.get("inputs")
+        flat_outer = keras.tree.flatten(outer_inputs)
+        if len(flat_outer) != len(inner.inputs):
+            raise LiftError(
+                f"nested model {model.name!r} is called with {len(flat_outer)} tensors but has "
+                f"{len(inner.inputs)} inputs; kgraph cannot inline this call"
+            )
+        inner_env = {id(i): env[id(o)] for i, o in zip(inner.inputs, flat_outer)}
+        call_training = keras_node.arguments.kwargs.get("training")
+        inner_training = training if call_training is None else call_training
+        inner_prefix = f"{prefix}/{model.name}" if prefix else model.name
+        self.walk(inner, inner_env, inner_prefix, inner_training)
+        for outer, inner_out in zip(keras_node.outputs, inner.outputs):
+            env[id(outer)] = inner_env[id(inner_out)]
+
+    def input_nodes(self, functional: Any, env: dict[int, _Ref]) -> None:
+        for tensor in functional.inputs:
+            layer = tensor._keras_history.operation
+            call_id = next(self.ids)
+            self.inputs.append((call_id, tensor, layer))
+            env[id(tensor)] = (call_id, 0)
+
+
+def _nodes_in_order(functional: Any) -> Iterator[Any]:
+    """The Keras nodes of `functional`, producers before consumers."""
+    by_depth = functional._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        yield from by_depth[depth]
+
+
+def _template(keras_node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's (args, kwargs) with every KerasTensor replaced by its `Slot`."""
+    counter = itertools.count()
+
+    def to_slot(value: Any) -> Any:
+        return Slot(next(counter)) if isinstance(value, keras.KerasTensor) else value
+
+    args = keras.tree.map_structure(to_slot, tuple(keras_node.arguments.args))
+    kwargs = keras.tree.map_structure(to_slot, dict(keras_node.arguments.kwargs))
+    return tuple(args), dict(kwargs)
+
+
+def _config(operation: Any, name: str) -> dict[str, Any]:
+    try:
+        config = dict(operation.get_config())
+    except Exception as error:  # custom layers without get_config raise various errors
+        raise LiftError(
+            f"layer {operation.name!r} ({type(operation).__name__}) has no usable get_config(), "
+            f"so kgraph could not rebuild it ({error}); implement get_config() for it"
+        ) from error
+    config["name"] = name
+    return config
+
+
+def _call_node(call: _Call, node_name: str, call_index: int, weights: Any) -> Node:
+    operation = call.operation
+    is_layer = isinstance(operation, keras.layers.Layer)
+    args, kwargs = _template(call.keras_node)
+    if (
+        call.training is not None
+        and is_layer
+        and getattr(operation, "_call_has_training_arg", False)
+        and kwargs.get("training") is None
+    ):
+        kwargs["training"] = call.training
+    names, arrays = weights
+    return Node(
+        name=node_name,
+        kind="layer" if is_layer else "op",
+        cls=type(operation),
+        config=_config(operation, call.layer_name),
+        layer=call.layer_name,
+        call_index=call_index,
+        args=args,
+        kwargs=kwargs,
+        weights=arrays,
+        weight_names=names,
+        inputs=(),
+        outputs=tuple(tensor_record(t) for t in call.keras_node.outputs),
+        origin=id(operation),
+        path=call.path,
+    )
+
+
+def lift(model: keras.Model) -> Graph:
+    """Read `model` (Functional or Sequential) into a frozen `Graph`.
+
+    Raises `LiftError` for subclassed or unbuilt models and for layers that
+    cannot be serialised.
+    """
+    functional = _functional_of(model)
+    lifter = _Lifter(model, functional)
+    env: dict[int, _Ref] = {}
+    lifter.input_nodes(functional, env)
+    lifter.walk(functional, env, "", None)
+
+    g = nx.MultiDiGraph()
+    node_names: dict[int, str] = {}
+    for call_id, tensor, layer in lifter.inputs:
+        node = _input_node(tensor, layer)
+        node_names[call_id] = node.name
+        g.add_node(node.name, node=node)
+
+    calls_of: dict[str, list[_Call]] = defaultdict(list)
+    for call in lifter.calls:
+        calls_of[call.layer_name].append(call)
+    weights_of: dict[int, tuple[tuple[str, ...], tuple[np.ndarray, ...]]] = {}
+    for call in lifter.calls:
+        operation = call.operation
+        if id(operation) not in weights_of:
+            weights_of[id(operation)] = _weights(operation)
+        siblings = calls_of[call.layer_name]
+        index = siblings.index(call)
+        name = call.layer_name if len(siblings) == 1 else f"{call.layer_name}@{index}"
+        node_names[call.id] = name
+        g.add_node(name, node=_call_node(call, name, index, weights_of[id(operation)]))
+    for call in lifter.calls:
+        for slot, (src, src_slot) in enumerate(call.sources):
+            g.add_edge(node_names[src], node_names[call.id], key=slot, src=src_slot)
+
+    output_names = []
+    for i, tensor in enumerate(functional.outputs):
+        src, src_slot = env[id(tensor)]
+        name = f"output:{i}"
+        g.add_node(name, node=Node(name=name, kind="output", cls=None, layer=name))
+        g.add_edge(node_names[src], name, key=0, src=src_slot)
+        output_names.append(name)
+
+    inputs_struct = keras.tree.pack_sequence_as(
+        functional._inputs_struct, [node_names[c] for c, _, _ in lifter.inputs]
+    )
+    outputs_struct = keras.tree.pack_sequence_as(functional._outputs_struct, output_names)
+    graph = Graph(g, name=model.name, inputs=inputs_struct, outputs=outputs_struct)
+    _infer_masks(graph)
+    return graph.freeze()
+
+
+def _weights(operation: Any) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
+    if not isinstance(operation, keras.layers.Layer) or not operation.weights:
+        return (), ()
+    return layer_weight_names(operation), tuple(operation.get_weights())
+
+
+def _input_node(tensor: Any, layer: Any) -> Node:
+    if isinstance(layer, keras.layers.InputLayer):
+        config = dict(layer.get_config())
+        name = layer.name
+    else:  # the model starts at an intermediate tensor
+        name = tensor.name
+        config = {"batch_shape": tuple(tensor.shape), "dtype": str(tensor.dtype), "name": name}
+    return Node(
+        name=name,
+        kind="input",
+        cls=keras.layers.InputLayer,
+        config=config,
+        layer=name,
+        outputs=(tensor_record(tensor),),
+        origin=id(layer) if layer is not None else None,
+        path=name,
+    )
+
+
+def _infer_masks(graph: Graph) -> None:
+    """Give every tensor its channel axis and an all-kept mask (the lifted coordinates)."""
+    for name in graph.topological_order():
+        node = graph.node(name)
+        if node.kind == "input":
+            outputs = tuple(fresh_output(node, t) for t in node.outputs)
+            graph.set_node(attrs.evolve(node, outputs=outputs))
+        elif node.kind == "output":
+            graph.set_node(attrs.evolve(node, inputs=tuple(graph.input_tensors(name))))
+        else:
+            inputs = graph.input_tensors(name)
+            node = attrs.evolve(node, inputs=tuple(inputs))
+            try:
+                node = update_node(node, inputs)
+            except KGraphError:
+                # A rule that cannot place this call's channels (say, an unusual
+                # broadcast) leaves it opaque: lifting never fails on a valid model,
+                # and a deletion reaching it later meets the rule's error.
+                outputs = tuple(fresh_output(node, t) for t in node.outputs)
+                node = attrs.evolve(node, outputs=outputs)
+            graph.set_node(node)

@@ -1,0 +1,96 @@
+"""`lower`: generate a fresh functional `keras.Model` from a `Graph`.
+
+Walking the IR in topological order, each layer is created anew from its config
+(one object per layer, called once per call), called on the new tensors, and
+given the IR's weights. No layer object of the lifted model is reused.
+
+Example:
+    >>> model2 = kgraph.lift(model).lower()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from kgraph.errors import LowerError
+from kgraph.ir import Node
+from kgraph.keras_utils import fill_template
+
+if TYPE_CHECKING:
+    from kgraph.graph import Graph
+
+__all__ = ["lower"]
+
+
+def _create(node: Node) -> Any:
+    try:
+        return node.cls.from_config(dict(node.config))
+    except Exception as error:  # Keras raises many error types from constructors
+        raise LowerError(
+            f"could not create {node.describe()} from its config: {error}"
+        ) from error
+
+
+def _same_call(first: Node, other: Node) -> bool:
+    if dict(first.config) != dict(other.config) or len(first.weights) != len(other.weights):
+        return False
+    return all(a is b or np.array_equal(a, b) for a, b in zip(first.weights, other.weights))
+
+
+def _set_weights(layer: Any, node: Node) -> None:
+    if not node.weights:
+        return
+    try:
+        layer.set_weights(list(node.weights))
+    except ValueError as error:
+        raise LowerError(f"weights of {node.describe()} do not fit the layer: {error}") from error
+    finalize = getattr(layer, "finalize_state", None)
+    if callable(finalize):  # e.g. Normalization derives its mean/variance from weights
+        finalize()
+
+
+def lower(graph: Graph) -> keras.Model:
+    """A new functional `keras.Model` computing what `graph` describes.
+
+    Raises `LowerError` when a node cannot be rebuilt, or when the calls of a
+    shared layer no longer agree on config and weights.
+    """
+    tensors: dict[tuple[str, int], Any] = {}
+    layers: dict[str, tuple[Any, Node]] = {}
+    for name in graph.topological_order():
+        node = graph.node(name)
+        if node.kind == "output":
+            continue
+        if node.kind == "input":
+            tensors[(name, 0)] = _create(node).output
+            continue
+        values = [tensors[p] for p in graph.producers(name)]
+        if node.layer in layers:
+            layer, first = layers[node.layer]
+            if not _same_call(first, node):
+                raise LowerError(
+                    f"calls {first.name!r} and {node.name!r} of shared layer {node.layer!r} "
+                    f"({node.class_name}) were changed differently, so one layer cannot serve "
+                    "both; make the same change to every call"
+                )
+        else:
+            layer, first = _create(node), node
+            layers[node.layer] = (layer, node)
+        try:
+            outputs = layer(*fill_template(node.args, values), **fill_template(dict(node.kwargs), values))
+        except Exception as error:  # Keras raises many error types from calls
+            raise LowerError(f"calling {node.describe()} failed while lowering: {error}") from error
+        for slot, tensor in enumerate(keras.tree.flatten(outputs)):
+            tensors[(name, slot)] = tensor
+        if first is node:
+            _set_weights(layer, node)
+    inputs = [tensors[(n, 0)] for n in graph.input_names]
+    outputs = [tensors[graph.producers(n)[0]] for n in graph.output_names]
+    return keras.Model(
+        inputs=keras.tree.pack_sequence_as(graph.inputs_struct, inputs),
+        outputs=keras.tree.pack_sequence_as(graph.outputs_struct, outputs),
+        name=graph.name,
+    )

@@ -1,0 +1,99 @@
+"""`DeleteChannels`: remove output channels (units, filters) of a layer.
+
+The pass only shrinks the layer's own weights and output mask; `PropagateMasks`
+(run by `Graph.apply`) then slices every weight downstream that read them.
+Channel indices refer to the layer's channels in the lifted model, whatever
+earlier passes did, so deleting a channel twice is a no-op.
+
+Example:
+    >>> pruned = kgraph.lift(model).apply(DeleteChannels("conv1", [0, 5])).lower()
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+
+from kgraph.errors import ChannelError
+from kgraph.graph import Graph, LayerRef
+from kgraph.ir import Node, delete_from
+from kgraph.passes.base import Pass
+from kgraph.rules import rule_for
+from kgraph.rules.base import not_owner_error
+
+__all__ = ["DeleteChannels", "check_channels"]
+
+log = logging.getLogger(__name__)
+
+
+def check_channels(channels: Iterable[Any], count: int, node: Node) -> list[int]:
+    """`channels` as non-negative indices below `count`; `ChannelError` if any is bad.
+
+    Negative indices count from the end. Booleans, floats, duplicates and indices
+    out of range are refused, naming the layer.
+    """
+    where = f"{node.describe()}, which has {count} channels"
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
+        raise ChannelError(f"channels must be a list of integers, got {channels!r} for {where}")
+    result = []
+    for c in channels:
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral):
+            raise ChannelError(f"channel {c!r} is not an integer (deleting from {where})")
+        index = int(c) + count if c < 0 else int(c)
+        if not 0 <= index < count:
+            raise ChannelError(f"channel {int(c)} is out of range for {where} (0..{count - 1})")
+        result.append(index)
+    duplicates = sorted({c for c in result if result.count(c) > 1})
+    if duplicates:
+        raise ChannelError(f"channels {duplicates} are listed more than once (deleting from {where})")
+    return result
+
+
+def _as_tuple(channels: Any) -> Any:
+    if isinstance(channels, np.ndarray):
+        return tuple(channels.tolist())
+    if isinstance(channels, Sequence) and not isinstance(channels, (str, bytes)):
+        return tuple(channels)
+    if isinstance(channels, Iterable) and not isinstance(channels, (str, bytes)):
+        return tuple(channels)
+    return channels  # refused with a clear error by run()
+
+
+@attrs.frozen
+class DeleteChannels(Pass):
+    """Delete `channels` (lifted indices) from the outputs of every call of `layer`.
+
+    Args:
+        layer: a layer name, a path in a nested model, or a Layer of the lifted model.
+        channels: indices of the channels to delete; negative ones count from the end.
+    """
+
+    name: ClassVar[str] = "delete-channels"
+    layer: LayerRef
+    channels: tuple[int, ...] = attrs.field(converter=_as_tuple)
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node_name in graph.find(self.layer):
+            node = graph.node(node_name)
+            rule = rule_for(node)
+            if not rule.owns_channels or not node.outputs or node.outputs[0].mask is None:
+                raise not_owner_error(node)
+            own = node.outputs[0]
+            indices = check_channels(self.channels, own.mask.size, node)
+            new = rule.delete_channels(node, delete_from(own.mask, indices))
+            if new is not node:
+                log.info(
+                    "deleted %d channels of %s (%d kept)",
+                    int(own.mask.sum() - new.outputs[0].mask.sum()),
+                    node.describe(),
+                    int(new.outputs[0].mask.sum()),
+                )
+                graph.set_node(new)
+                changed = True
+        return changed

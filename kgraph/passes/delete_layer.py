@@ -1,0 +1,38 @@
+"""`DeleteLayer`: remove a layer, connecting its input straight to its consumers.
+
+Example:
+    >>> graph.apply(DeleteLayer("dropout"))
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from kgraph.errors import SurgeryError
+from kgraph.graph import Graph, LayerRef
+from kgraph.passes.base import Pass
+from kgraph.passes.splice import single_input
+
+__all__ = ["DeleteLayer"]
+
+
+@attrs.frozen
+class DeleteLayer(Pass):
+    """Delete every call of `layer`; each needs a single input and a single output."""
+
+    name: ClassVar[str] = "delete-layer"
+    layer: LayerRef
+
+    def run(self, graph: Graph) -> bool:
+        for node_name in graph.find(self.layer):
+            node = graph.node(node_name)
+            src, src_slot = single_input(graph, node, "delete")
+            if len(node.outputs) != 1:
+                raise SurgeryError(
+                    f"cannot delete {node.describe()}: it has {len(node.outputs)} outputs"
+                )
+            graph.redirect_users(node_name, 0, src, src_slot)
+            graph.remove_node(node_name)
+        return True

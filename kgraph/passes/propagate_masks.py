@@ -1,0 +1,173 @@
+"""`PropagateMasks`: carry channel masks forward and slice every weight that reads them.
+
+Walking the graph in topological order, each node whose input tensors changed is
+handed to its rule: the rule slices the weights reading deleted channels and says
+which tensors the node outputs now. Inputs whose channels were all deleted are
+dropped by a Concatenate (which disappears when one input remains) and make any
+other single-input layer vanish with them, as kerassurgeon does; an empty tensor
+reaching a model output is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import attrs
+import numpy as np
+
+from kgraph.errors import ChannelError, KGraphError
+from kgraph.graph import Graph
+from kgraph.ir import Node, Tensor, remove_slot
+from kgraph.passes.base import Pass
+from kgraph.rules import rule_for
+from kgraph.rules.base import data_slots
+from kgraph.rules.merge import branch_name
+
+__all__ = ["PropagateMasks", "relative_keep", "update_node"]
+
+
+def relative_keep(node: Node, slot: int, old: Tensor, new: Tensor) -> np.ndarray | None:
+    """Which of the channels `node` was built for (on input `slot`) survive in `new`.
+
+    Returns a boolean array over the current channels of `old`, or None when
+    nothing was deleted. A tensor from other coordinates (after a splice) is
+    accepted when it has as many channels as before.
+    """
+    if old.space is None or old is new:
+        return None
+    if old.mask is None or new.mask is None:
+        if old.channels == new.channels or (old.mask is None and new.mask is None):
+            return None
+    elif old.space == new.space:
+        if (new.mask & ~old.mask).any():
+            raise KGraphError(
+                f"input {slot} of {node.describe()} regained deleted channels; "
+                "channels cannot be restored once deleted"
+            )
+        keep = new.mask[old.mask]
+        return None if keep.all() else keep
+    elif old.channels == new.channels:
+        return None
+    raise ChannelError(
+        f"input {slot} of {node.describe()} now carries {new.channels} channels where it was "
+        f"built for {old.channels}: the layer feeding it was deleted, inserted or replaced "
+        "by one with another number of channels"
+    )
+
+
+def update_node(node: Node, inputs: Sequence[Tensor]) -> Node:
+    """`node` re-sliced for `inputs`, with its outputs inferred by its rule."""
+    rule = rule_for(node)
+    keeps = [
+        relative_keep(node, slot, old, new)
+        for slot, (old, new) in enumerate(zip(node.inputs, inputs))
+    ]
+    if any(k is not None for k in keeps):
+        node = rule.slice_inputs(node, inputs, keeps)
+    outputs = rule.infer(node, inputs)
+    return attrs.evolve(node, inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+def _vanish(node: Node, inputs: Sequence[Tensor]) -> Node:
+    """`node` whose only input lost every channel: its outputs lose theirs too."""
+    outputs = []
+    for out in node.outputs:
+        if out.mask is None:
+            raise ChannelError(
+                f"every channel reaching {node.describe()} was deleted, and its output has no "
+                "channel axis kgraph can remove; keep at least one channel"
+            )
+        outputs.append(out.with_mask(np.zeros_like(out.mask)))
+    return attrs.evolve(node, inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+def _drop_inputs(graph: Graph, node: Node, slots: Sequence[int]) -> Node:
+    """Remove input `slots` of `node` from the graph and from its call template."""
+    for slot in sorted(slots, reverse=True):
+        count = len(node.inputs)
+        graph.disconnect(node.name, slot)
+        for later in range(slot + 1, count):
+            src, src_slot = graph.disconnect(node.name, later)
+            graph.connect(src, src_slot, node.name, later - 1)
+        node = attrs.evolve(
+            node,
+            args=remove_slot(node.args, slot),
+            kwargs=remove_slot(dict(node.kwargs), slot),
+            inputs=node.inputs[:slot] + node.inputs[slot + 1 :],
+        )
+    return node
+
+
+def _empty_root(graph: Graph, name: str) -> str:
+    """The node whose own channels were all deleted, walking up through empty tensors."""
+    while True:
+        empty = [src for src, slot in graph.producers(name) if graph.node(src).outputs[slot].empty]
+        if not empty:
+            return name
+        name = empty[0]
+
+
+@attrs.frozen
+class PropagateMasks(Pass):
+    """Carry channel masks forward from every change and slice the weights they reach."""
+
+    name: ClassVar[str] = "propagate-masks"
+
+    def run(self, graph: Graph) -> bool:
+        changed, reduced = self._sweep(graph)
+        while reduced:
+            for name in reduced:  # a Concatenate left with one input: bypass it
+                (src, src_slot), = graph.producers(name)
+                graph.redirect_users(name, 0, src, src_slot)
+                graph.remove_node(name)
+            _, reduced = self._sweep(graph)
+        return changed
+
+    def _sweep(self, graph: Graph) -> tuple[bool, list[str]]:
+        changed, reduced = False, []
+        for name in graph.topological_order():
+            node = graph.node(name)
+            if node.kind == "input":
+                continue
+            inputs = graph.input_tensors(name)
+            if len(inputs) == len(node.inputs) and all(a is b for a, b in zip(inputs, node.inputs)):
+                continue
+            changed = True
+            if node.kind == "output":
+                if inputs[0].empty:
+                    raise ChannelError(
+                        f"every channel of {_empty_root(graph, name)!r} would be deleted, but it is "
+                        f"the only path to {node.describe()}; keep at least one channel"
+                    )
+                graph.set_node(attrs.evolve(node, inputs=tuple(inputs)))
+                continue
+            empty = [s for s in data_slots(node) if inputs[s].empty]
+            if empty:
+                node, inputs, vanished = self._handle_empty(graph, node, inputs, empty)
+                if vanished:
+                    graph.set_node(node)
+                    continue
+                if len(data_slots(node)) == 1 and len(empty) > 0:
+                    reduced.append(name)
+            graph.set_node(update_node(node, inputs))
+        return changed, reduced
+
+    def _handle_empty(
+        self, graph: Graph, node: Node, inputs: list[Tensor], empty: list[int]
+    ) -> tuple[Node, list[Tensor], bool]:
+        rule = rule_for(node)
+        data = data_slots(node)
+        can_drop = getattr(rule, "can_drop", None)
+        if len(empty) == len(data):
+            return _vanish(node, inputs), inputs, True
+        if can_drop is not None and all(can_drop(node, inputs[s]) for s in empty):
+            node = _drop_inputs(graph, node, empty)
+            return node, graph.input_tensors(node.name), False
+        roots = sorted({_empty_root(graph, graph.producers(node.name)[s][0]) for s in empty})
+        raise ChannelError(
+            f"every channel of {', '.join(map(repr, roots))} would be deleted, but "
+            f"{node.describe()} still combines it with other inputs "
+            f"({', '.join(repr(branch_name(inputs[s])) for s in data if s not in empty)}); "
+            "only a Concatenate can drop a branch. Keep at least one channel"
+        )

@@ -1,0 +1,84 @@
+"""Helpers shared by the passes that delete, insert and replace layers."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import attrs
+import keras
+
+from kgraph.errors import SurgeryError
+from kgraph.graph import Graph
+from kgraph.ir import Node, Slot, Tensor
+from kgraph.keras_utils import call_new_layer
+from kgraph.rules import rule_for
+
+__all__ = ["accepted_kwargs", "call_name", "new_layer_name", "new_layer_node", "single_input"]
+
+log = logging.getLogger(__name__)
+
+
+def call_name(layer_name: str, index: int, calls: int) -> str:
+    """Node name of call `index` of a layer called `calls` times."""
+    return layer_name if calls == 1 else f"{layer_name}@{index}"
+
+
+def new_layer_name(graph: Graph, layer: keras.layers.Layer) -> str:
+    """`layer.name`, or a free variant of it when the graph already uses that name."""
+    name = graph.unique_name(layer.name)
+    if name != layer.name:
+        log.info("layer name %r is taken in %r; the new layer is called %r", layer.name, graph.name, name)
+    return name
+
+
+def new_layer_node(
+    graph: Graph,
+    layer: keras.layers.Layer,
+    inputs: list[Tensor],
+    *,
+    name: str,
+    index: int,
+    calls: int,
+    args: tuple[Any, ...] = (Slot(0),),
+    kwargs: dict[str, Any] | None = None,
+) -> Node:
+    """The node of call `index` of the new `layer`, its outputs inferred by its rule."""
+    node = call_new_layer(
+        layer,
+        inputs,
+        name=name,
+        node_name=call_name(name, index, calls),
+        call_index=index,
+        args=args,
+        kwargs=kwargs or {},
+    )
+    return attrs.evolve(node, outputs=rule_for(node).infer(node, inputs))
+
+
+def accepted_kwargs(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of an old call to keep for `layer`.
+
+    Those holding tensors stay (their input slots stay connected); the others
+    (`training=False`, ...) stay when `layer.call` accepts them.
+    """
+    parameters = inspect.signature(layer.call).parameters
+    return {k: v for k, v in kwargs.items() if _has_slot(v) or k in parameters}
+
+
+def _has_slot(value: Any) -> bool:
+    return any(isinstance(leaf, Slot) for leaf in keras.tree.flatten(value))
+
+
+def single_input(graph: Graph, node: Node, action: str) -> tuple[str, int]:
+    """The one `(producer, slot)` feeding `node`; `SurgeryError` when it has several."""
+    producers = graph.producers(node.name)
+    if node.kind != "layer" and node.kind != "op":
+        raise SurgeryError(f"cannot {action} {node.describe()}: it is a model input")
+    if len(producers) != 1:
+        raise SurgeryError(
+            f"cannot {action} {node.describe()}: it has {len(producers)} inputs, "
+            "and only a layer with a single input can be spliced this way"
+        )
+    return producers[0]

@@ -1,0 +1,231 @@
+"""Rules: how a layer family reacts to channel masks, and the registry that finds them.
+
+A rule answers three questions for one node:
+
+- `infer(node, inputs)`: which tensors (shape, channel axis, mask) does it output?
+- `slice_inputs(node, inputs, keeps)`: how do its weights and config change when
+  input channels are deleted (`keeps[i]`: boolean over the *current* channels of
+  slot i, None when that slot did not change)?
+- `delete_channels(node, mask)`: how does it delete its own output channels
+  (units, filters) so that output 0 carries `mask`?
+
+Rules are looked up by class, walking the class's MRO, so a subclass of `Dense`
+uses the Dense rule. `register_rule` adds one for a user's layer.
+
+Example:
+    >>> class ScaleRule(kgraph.rules.PerChannelRule):
+    ...     per_channel = ("scale",)
+    >>> kgraph.register_rule(MyScale, ScaleRule())
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+
+from kgraph.errors import ChannelError, KGraphError, UnsupportedLayerError
+from kgraph.ir import Node, Slot, Space, Tensor, full_mask
+
+__all__ = [
+    "OpaqueRule",
+    "Rule",
+    "data_slots",
+    "fresh_output",
+    "lifted_shape",
+    "not_owner_error",
+    "normalize_axis",
+    "register_rule",
+    "rule_for",
+    "unregister_rule",
+]
+
+_REGISTRY: dict[type, Rule] = {}
+_space_ids = itertools.count()
+
+
+class Rule:
+    """Base rule: a layer that accepts no channel change (subclasses say otherwise).
+
+    Attributes:
+        owns_channels: True when `delete_channels` is supported (Dense, Conv, ...).
+        drops_empty_inputs: True when an input whose channels were all deleted can
+            simply be dropped from the call (Concatenate), as kerassurgeon does.
+    """
+
+    owns_channels: ClassVar[bool] = False
+    drops_empty_inputs: ClassVar[bool] = False
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """The output tensors of `node` when it reads `inputs`."""
+        return tuple(
+            out if out.space is not None else fresh_output(node, out) for out in node.outputs
+        )
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        """`node` adapted to inputs whose channels were partly deleted."""
+        changed = [i for i, keep in enumerate(keeps) if keep is not None]
+        if changed:
+            raise self.unsupported(node, inputs[changed[0]], changed[0])
+        return node
+
+    def delete_channels(self, node: Node, mask: np.ndarray) -> Node:
+        """`node` with its own output channels reduced to `mask` (lifted coordinates)."""
+        raise not_owner_error(node)
+
+    def unsupported(self, node: Node, tensor: Tensor, slot: int, why: str = "") -> KGraphError:
+        """The error for a channel change this rule cannot follow."""
+        reason = f": {why}" if why else ""
+        return UnsupportedLayerError(
+            f"channels deleted upstream reach input {slot} of {node.describe()}, "
+            f"whose rule {type(self).__name__} cannot follow them{reason}. "
+            f"Keep those channels, or register a rule with kgraph.register_rule({node.class_name}, rule)"
+        )
+
+
+def not_owner_error(node: Node) -> ChannelError:
+    """The error for deleting channels from a layer that does not own its channels."""
+    return ChannelError(
+        f"{node.describe()} does not own its output channels, so they cannot be deleted "
+        "there; delete them from the layer that produces them (a Dense, Conv, RNN or "
+        "Embedding layer upstream)"
+    )
+
+
+class OpaqueRule(Rule):
+    """The rule of layers nobody registered one for: any channel change is an error."""
+
+    def unsupported(self, node: Node, tensor: Tensor, slot: int, why: str = "") -> KGraphError:
+        return UnsupportedLayerError(
+            f"channels deleted upstream reach input {slot} of {node.describe()}, and kgraph "
+            f"has no rule for {node.class_name} layers, so it cannot tell how to slice it. "
+            f"Register one with kgraph.register_rule({node.class_name}, rule) "
+            "(see docs/rules.md), or delete channels elsewhere"
+        )
+
+
+_OPAQUE = OpaqueRule()
+
+
+def register_rule(layer_class: type, rule: Rule | type[Rule] | None = None) -> Any:
+    """Use `rule` for `layer_class` and its subclasses (a decorator when `rule` is None).
+
+    Example:
+        >>> @kgraph.register_rule(MyScale)
+        ... class MyScaleRule(kgraph.rules.PerChannelRule):
+        ...     per_channel = ("scale",)
+    """
+    if not isinstance(layer_class, type):
+        raise KGraphError(f"register_rule needs a class, got {layer_class!r}")
+
+    def install(value: Rule | type[Rule]) -> Rule | type[Rule]:
+        instance = value() if isinstance(value, type) else value
+        if not isinstance(instance, Rule):
+            raise KGraphError(f"a rule must be a kgraph.rules.Rule, got {type(instance).__name__}")
+        _REGISTRY[layer_class] = instance
+        return value
+
+    if rule is None:
+        return install
+    install(rule)
+    return rule
+
+
+def unregister_rule(layer_class: type) -> None:
+    """Forget the rule registered for exactly `layer_class` (if any)."""
+    _REGISTRY.pop(layer_class, None)
+
+
+def rule_for(node: Node) -> Rule:
+    """The rule for `node`'s class (nearest registered base class), or the opaque rule."""
+    if node.cls is None:
+        return _OPAQUE
+    for klass in node.cls.__mro__:
+        rule = _REGISTRY.get(klass)
+        if rule is not None:
+            return rule
+    return _OPAQUE
+
+
+def new_space(label: str) -> Space:
+    return Space(f"{label}#{next(_space_ids)}")
+
+
+def default_axis(shape: Sequence[int | None]) -> int | None:
+    """The last axis, when the tensor has one besides the batch axis and its size is known."""
+    if len(shape) < 2 or shape[-1] is None:
+        return None
+    return len(shape) - 1
+
+
+def fresh_output(node: Node, tensor: Tensor, axis: int | None = -1) -> Tensor:
+    """`tensor` with new channel coordinates (all kept) on `axis` (default: the last)."""
+    if axis == -1:
+        axis = default_axis(tensor.shape)
+    if axis is None or tensor.shape[axis] is None:
+        return attrs.evolve(tensor, axis=None, mask=None, space=new_space(node.name))
+    return attrs.evolve(
+        tensor, axis=axis, mask=full_mask(tensor.shape[axis]), space=new_space(node.name)
+    )
+
+
+def carry(out: Tensor, source: Tensor, axis: int | None = None) -> Tensor:
+    """`out` carrying the channels of `source` (on `axis`, default: the same axis)."""
+    axis = source.axis if axis is None else axis
+    if source.mask is None or axis is None:
+        return attrs.evolve(out, axis=None, mask=None, space=source.space)
+    shape = list(out.shape)
+    shape[axis] = int(source.mask.sum())
+    return attrs.evolve(out, shape=tuple(shape), axis=axis, mask=source.mask, space=source.space)
+
+
+def lifted_shape(tensor: Tensor) -> tuple[int | None, ...]:
+    """The shape `tensor` would have with every lifted channel kept."""
+    if tensor.mask is None:
+        return tensor.shape
+    shape = list(tensor.shape)
+    shape[tensor.axis] = tensor.mask.size
+    return tuple(shape)
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    """A possibly negative axis as a non-negative index into a shape of `rank`."""
+    return axis + rank if axis < 0 else axis
+
+
+def data_slots(node: Node) -> list[int]:
+    """Input slots of the call's positional arguments (not `mask=`/`initial_state=`)."""
+    from keras import tree
+
+    return [leaf.index for leaf in tree.flatten(node.args) if isinstance(leaf, Slot)]
+
+
+def take(array: np.ndarray, keep: np.ndarray, axis: int) -> np.ndarray:
+    """The entries of `array` along `axis` where `keep` is True."""
+    return np.compress(keep, array, axis=axis)
+
+
+def expect_weights(node: Node, rule: Rule, *allowed: str) -> None:
+    """Refuse a subclass whose weights this rule does not know how to slice."""
+    unknown = [w for w in node.weight_names if w not in allowed]
+    if unknown:
+        raise UnsupportedLayerError(
+            f"{node.describe()} has weights {unknown} that {type(rule).__name__} does not "
+            f"know how to slice (it knows {list(allowed)}); register a rule for "
+            f"{node.class_name} with kgraph.register_rule"
+        )
+
+
+def first_keep(keeps: Sequence[np.ndarray | None], slots: Sequence[int]) -> np.ndarray | None:
+    for slot in slots:
+        if keeps[slot] is not None:
+            return keeps[slot]
+    return None
+
+
+RuleFactory = Callable[[], Rule]

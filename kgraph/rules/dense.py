@@ -1,0 +1,47 @@
+"""Rules for Dense and Embedding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kgraph.ir import Node, Tensor
+from kgraph.rules.base import take
+from kgraph.rules.producer import ProducerRule
+
+__all__ = ["DenseRule", "EmbeddingRule"]
+
+
+class DenseRule(ProducerRule):
+    """Dense: kernel (in, units) and bias (units,); it reads the last input axis."""
+
+    channels_key = "units"
+    known_weights = ("kernel", "bias")
+
+    def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
+        return node.with_weights(kernel=take(node.weight("kernel"), keep, 0))
+
+    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
+        updates = {"kernel": take(node.weight("kernel"), keep, 1)}
+        if node.has_weight("bias"):
+            updates["bias"] = take(node.weight("bias"), keep, 0)
+        return node.with_weights(**updates)
+
+
+class EmbeddingRule(ProducerRule):
+    """Embedding: `embeddings` (input_dim, output_dim); its input holds indices, not channels."""
+
+    channels_key = "output_dim"
+    known_weights = ("embeddings",)
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        for slot, keep in enumerate(keeps):
+            if keep is not None:
+                raise self.unsupported(node, inputs[slot], slot, "its input holds token indices")
+        return node
+
+    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
+        return node.with_weights(embeddings=take(node.weight("embeddings"), keep, 1))

@@ -1,0 +1,125 @@
+"""Rules for layers that combine several tensors.
+
+- `ElementwiseMergeRule`: Add, Subtract, Multiply, Average, Maximum, Minimum (and
+  `keras.ops` binary operations on two tensors). All inputs must keep the same
+  channels, otherwise `MaskConflictError` names the branches.
+- `ConcatenateRule`: masks are concatenated along the channel axis; an input whose
+  channels were all deleted is dropped from the call, as kerassurgeon does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+
+from kgraph.errors import MaskConflictError
+from kgraph.ir import Node, Tensor, freeze_array, mask_summary
+from kgraph.rules.base import Rule, carry, data_slots, fresh_output, normalize_axis
+
+__all__ = ["ConcatenateRule", "ElementwiseMergeRule", "branch_name"]
+
+
+def branch_name(tensor: Tensor) -> str:
+    """The node whose channels `tensor` carries, for error messages."""
+    space = tensor.space
+    if isinstance(space, tuple):  # derived: (kind, node name, sources)
+        return str(space[1])
+    label = getattr(space, "label", "?")
+    return label.rsplit("#", 1)[0]
+
+
+def _from_end(tensor: Tensor) -> int | None:
+    return None if tensor.axis is None else len(tensor.shape) - tensor.axis
+
+
+def _describe_masks(tensors: Sequence[tuple[int, Tensor]]) -> str:
+    parts = []
+    for slot, t in tensors:
+        deleted = [] if t.mask is None else np.flatnonzero(~t.mask).tolist()
+        shown = deleted if len(deleted) <= 8 else [*deleted[:8], "..."]
+        parts.append(
+            f"input {slot} (channels of {branch_name(t)!r}) keeps {mask_summary(t.mask)}"
+            + (f", deleted {shown}" if deleted else "")
+        )
+    return "; ".join(parts)
+
+
+def check_same_channels(node: Node, tensors: Sequence[tuple[int, Tensor]]) -> Tensor | None:
+    """The input whose channels all inputs share; `MaskConflictError` if they differ.
+
+    Inputs with a single channel broadcast and do not count.
+    """
+    tracked = [(s, t) for s, t in tensors if t.mask is not None]
+    wide = [(s, t) for s, t in tracked if t.mask.size > 1] or tracked
+    if not wide:
+        return None
+    _, first = wide[0]
+    for _, t in wide[1:]:
+        if (
+            t.mask.size != first.mask.size
+            or _from_end(t) != _from_end(first)
+            or not np.array_equal(t.mask, first.mask)
+        ):
+            raise MaskConflictError(
+                f"{node.describe()} combines inputs element-wise, so they must keep the same "
+                f"channels, but {_describe_masks(wide)}. Delete the same channels from every "
+                "branch (in one apply() call)"
+            )
+    return first
+
+
+class ElementwiseMergeRule(Rule):
+    """Inputs combined element by element: the output keeps the inputs' common channels."""
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        slots = data_slots(node)
+        tensors = [(s, inputs[s]) for s in slots]
+        first = check_same_channels(node, tensors)
+        out = node.outputs[0]
+        if first is None:
+            return (out if out.space is not None else fresh_output(node, out),)
+        spaces = {t.space for _, t in tensors if t.mask is not None and t.mask.size > 1}
+        space = first.space if len(spaces) == 1 else ("merge", node.name, tuple(
+            t.space for _, t in tensors
+        ))
+        axis = len(out.shape) - _from_end(first)
+        return (attrs.evolve(carry(out, first, axis=axis), space=space),)
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        return node
+
+
+class ConcatenateRule(Rule):
+    """Concatenate on any axis: on the channel axis masks are joined, elsewhere they must agree."""
+
+    def concat_axis(self, node: Node) -> int:
+        return normalize_axis(int(node.config.get("axis", -1)), len(node.outputs[0].shape))
+
+    def can_drop(self, node: Node, tensor: Tensor) -> bool:
+        """An input without channels can leave the call when it joins on the channel axis."""
+        return tensor.axis == self.concat_axis(node)
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        axis = self.concat_axis(node)
+        slots = data_slots(node)
+        tensors = [inputs[s] for s in slots]
+        out = node.outputs[0]
+        if not all(t.axis == axis for t in tensors):
+            first = check_same_channels(node, list(zip(slots, tensors)))
+            if first is None:
+                return (out if out.space is not None else fresh_output(node, out),)
+            return (carry(out, first, axis=len(out.shape) - _from_end(first)),)
+        mask = freeze_array(np.concatenate([t.mask for t in tensors]))
+        space = ("concat", node.name, tuple(t.space for t in tensors))
+        shape = list(out.shape)
+        shape[axis] = int(mask.sum())
+        return (attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space),)
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        return node

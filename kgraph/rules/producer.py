@@ -1,0 +1,104 @@
+"""`ProducerRule`: the shared shape of rules for layers that own their output channels.
+
+A producer (Dense, Conv, RNN, Embedding) "absorbs" masks on its input by slicing
+the weights that read those channels, and outputs channels of its own (units,
+filters) that `DeleteChannels` can remove. Subclasses say how to slice each side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import attrs
+import numpy as np
+
+from kgraph.ir import Node, Tensor
+from kgraph.rules.base import Rule, data_slots, expect_weights, fresh_output
+
+__all__ = ["ProducerRule"]
+
+
+class ProducerRule(Rule):
+    """Base for layers whose output channels are their own.
+
+    Attributes:
+        channels_key: the config key counting the output channels ("units", "filters").
+        known_weights: weight names the subclass knows how to slice.
+    """
+
+    owns_channels: ClassVar[bool] = True
+    channels_key: ClassVar[str] = "units"
+    known_weights: ClassVar[tuple[str, ...]] = ()
+
+    # -- subclass hooks -------------------------------------------------------------
+
+    def output_axis(self, node: Node, rank: int) -> int:
+        """The channel axis of the outputs (the last by default)."""
+        return rank - 1
+
+    def input_axis(self, node: Node, rank: int) -> int:
+        """The axis of input 0 that the weights read (the last by default)."""
+        return rank - 1
+
+    def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
+        """Drop the weights reading the deleted input channels (`keep`: current ones)."""
+        raise NotImplementedError
+
+    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
+        """Drop the weights producing the deleted output channels."""
+        raise NotImplementedError
+
+    # -- Rule -----------------------------------------------------------------------
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        outputs = []
+        own = None
+        for out in node.outputs:
+            if own is None:
+                own = out if out.space is not None else self._fresh(node, out)
+                outputs.append(own)
+            else:  # RNN states: the same channels as output 0
+                axis = len(out.shape) - 1
+                shape = (*out.shape[:-1], own.channels)
+                outputs.append(attrs.evolve(out, shape=shape, axis=axis, mask=own.mask, space=own.space))
+        return tuple(outputs)
+
+    def _fresh(self, node: Node, out: Tensor) -> Tensor:
+        return fresh_output(node, out, self.output_axis(node, len(out.shape)))
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        data = data_slots(node)
+        for slot, keep in enumerate(keeps):
+            if keep is None:
+                continue
+            if slot not in data[:1]:
+                raise self.unsupported(node, inputs[slot], slot, "only its first input can lose channels")
+            expected = self.input_axis(node, len(inputs[slot].shape))
+            if inputs[slot].axis != expected:
+                raise self.unsupported(
+                    node,
+                    inputs[slot],
+                    slot,
+                    f"the deleted channels sit on axis {inputs[slot].axis}, "
+                    f"but it reads channels on axis {expected}",
+                )
+            expect_weights(node, self, *self.known_weights)
+            node = self.slice_input_weights(node, keep)
+        return node
+
+    def delete_channels(self, node: Node, mask: np.ndarray) -> Node:
+        old = node.outputs[0]
+        keep = mask[old.mask]
+        if keep.all():
+            return node
+        expect_weights(node, self, *self.known_weights)
+        node = self.slice_output_weights(node, keep)
+        node = node.with_config(**{self.channels_key: int(mask.sum())})
+        own = old.with_mask(mask)
+        outputs = [own]
+        for out in node.outputs[1:]:
+            outputs.append(attrs.evolve(out, shape=(*out.shape[:-1], own.channels), mask=mask))
+        return attrs.evolve(node, outputs=tuple(outputs))

@@ -1,0 +1,66 @@
+"""Rules for SimpleRNN, GRU and LSTM: units laid out gate by gate.
+
+Keras stores the gates of a recurrent cell side by side on the last weight axis:
+kernel (in, gates * units), recurrent_kernel (units, gates * units), bias
+(gates * units,) or, for GRU with reset_after, (2, gates * units). Deleting unit j
+deletes column `g * units + j` of every gate g and row j of the recurrent kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from kgraph.errors import MaskConflictError
+from kgraph.ir import Node, Slot, Tensor
+from kgraph.rules.base import take
+from kgraph.rules.producer import ProducerRule
+
+__all__ = ["RecurrentRule"]
+
+
+class RecurrentRule(ProducerRule):
+    """SimpleRNN (1 gate), GRU (3 gates), LSTM (4 gates)."""
+
+    channels_key = "units"
+    known_weights = ("kernel", "recurrent_kernel", "bias")
+    gates: ClassVar[int] = 1
+
+    def __init__(self, gates: int = 1) -> None:
+        self.gates = gates
+
+    def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
+        return node.with_weights(kernel=take(node.weight("kernel"), keep, 0))
+
+    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
+        gate_keep = np.tile(keep, self.gates)
+        updates = {
+            "kernel": take(node.weight("kernel"), gate_keep, 1),
+            "recurrent_kernel": take(take(node.weight("recurrent_kernel"), gate_keep, 1), keep, 0),
+        }
+        if node.has_weight("bias"):
+            bias = node.weight("bias")
+            updates["bias"] = take(bias, gate_keep, bias.ndim - 1)
+        return node.with_weights(**updates)
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        outputs = super().infer(node, inputs)
+        units = outputs[0].channels
+        for slot in _state_slots(node):
+            state = inputs[slot]
+            if state.channels is not None and state.channels != units:
+                raise MaskConflictError(
+                    f"{node.describe()} has {units} units but its initial state (input {slot}) "
+                    f"carries {state.channels} channels; delete the same units from the layer "
+                    "that produces the state"
+                )
+        return outputs
+
+
+def _state_slots(node: Node) -> list[int]:
+    from keras import tree
+
+    states = node.kwargs.get("initial_state")
+    return [leaf.index for leaf in tree.flatten(states) if isinstance(leaf, Slot)] if states else []

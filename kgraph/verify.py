@@ -1,0 +1,94 @@
+"""`verify`: check the IR's invariants, like torch.fx's `lint`.
+
+Structure: acyclic; every input slot of a node filled exactly once, matching its
+call template; edges read existing output slots; calls of one layer share a class.
+Consistency (skipped while passes are still pending): every node was computed
+for the tensors its producers output now; masks match shapes; a producer's
+weights and config match its channel count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import networkx as nx
+
+from kgraph.errors import VerificationError
+from kgraph.ir import Node, tensor_slots
+from kgraph.rules import rule_for
+
+if TYPE_CHECKING:
+    from kgraph.graph import Graph
+
+__all__ = ["verify"]
+
+
+def _structure(graph: Graph) -> list[str]:
+    problems = []
+    g = graph.nx
+    if not nx.is_directed_acyclic_graph(g):
+        problems.append(f"the graph has a cycle: {nx.find_cycle(g)}")
+    classes: dict[str, type | None] = {}
+    for name in g.nodes:
+        node = graph.node(name)
+        if node.name != name:
+            problems.append(f"node key {name!r} holds a record named {node.name!r}")
+        slots = sorted(key for _, _, key in g.in_edges(name, keys=True))
+        expected = {"input": 0, "output": 1}.get(node.kind)
+        if expected is None:
+            expected = len(tensor_slots((node.args, dict(node.kwargs))))
+        if slots != list(range(expected)):
+            problems.append(f"{node.describe()} has input slots {slots}, its call needs {expected}")
+        for src, slot in graph.producers(name):
+            if slot >= len(graph.node(src).outputs):
+                problems.append(f"{node.describe()} reads output {slot} of {src!r}, which has fewer")
+        if node.kind in ("layer", "op"):
+            if classes.setdefault(node.layer, node.cls) is not node.cls:
+                problems.append(f"calls of layer {node.layer!r} have different classes")
+    return problems
+
+
+def _consistency(graph: Graph) -> list[str]:
+    problems = []
+    for name in graph.nx.nodes:
+        node = graph.node(name)
+        current = graph.input_tensors(name)
+        if len(current) != len(node.inputs) or not all(
+            a.same_as(b) for a, b in zip(current, node.inputs)
+        ):
+            problems.append(f"{node.describe()} was computed for other input tensors than it reads")
+        for tensor in node.outputs:
+            if tensor.mask is not None and int(tensor.mask.sum()) != tensor.shape[tensor.axis]:
+                problems.append(f"{node.describe()} outputs {tensor} whose mask does not match its shape")
+        if node.kind == "output" and node.inputs and node.inputs[0].empty:
+            problems.append(f"{node.describe()} has no channels left")
+        problems += _producer_problems(node)
+    return problems
+
+
+def _producer_problems(node: Node) -> list[str]:
+    rule = rule_for(node)
+    key = getattr(rule, "channels_key", None)
+    if not rule.owns_channels or key not in node.config or not node.outputs:
+        return []
+    own = node.outputs[0]
+    if own.mask is None:
+        return []
+    problems = []
+    if node.config[key] != own.channels:
+        problems.append(f"{node.describe()} has {key}={node.config[key]} but outputs {own.channels} channels")
+    for name, weight in zip(node.weight_names, node.weights):
+        if name.endswith("kernel") and not name.endswith("recurrent_kernel") and weight.ndim >= 2:
+            if weight.shape[-1] % max(own.channels, 1) and own.channels:
+                problems.append(f"{node.describe()} weight {name} {weight.shape} does not fit {own.channels} channels")
+    return problems
+
+
+def verify(graph: Graph, *, structure_only: bool = False) -> None:
+    """Raise `VerificationError` listing every broken invariant, with the printed graph."""
+    problems = _structure(graph)
+    if not structure_only and not problems:
+        problems += _consistency(graph)
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise VerificationError(f"graph {graph.name!r} is inconsistent:\n{listing}\n\n{graph}")
