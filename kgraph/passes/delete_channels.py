@@ -82,9 +82,9 @@ class DeleteChannels(Pass):
         for node_name in graph.find(self.layer):
             node = graph.node(node_name)
             rule = rule_for(node)
-            if not rule.owns_channels or not node.outputs or node.outputs[0].mask is None:
+            own = rule.owned_output(node)
+            if own is None:
                 raise not_owner_error(node)
-            own = node.outputs[0]
             indices = check_channels(self.channels, own.mask.size, node)
             new = rule.delete_channels(node, delete_from(own.mask, indices))
             if new is not node:

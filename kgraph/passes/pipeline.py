@@ -41,10 +41,11 @@ def run_pipeline(
             raise KGraphError(f"apply() takes passes, got {type(p).__name__}: {p!r}")
     work = graph.copy()
     _dump(work, dump_dir, 0, "lift" if graph.frozen else "input")
-    for step, p in enumerate([*passes, *FINALIZE], start=1):
+    steps = [*passes, *FINALIZE]
+    for step, p in enumerate(steps, start=1):
         changed = p.run(work)
         log.debug("pass %s changed=%s", p.name, changed)
         _dump(work, dump_dir, step, p.name)
-        if verify:
-            verify_graph(work, structure_only=step <= len(passes))
+        if verify:  # only the finished graph must be consistent, not the ones in between
+            verify_graph(work, structure_only=step < len(steps))
     return work.freeze()

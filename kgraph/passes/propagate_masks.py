@@ -115,17 +115,23 @@ class PropagateMasks(Pass):
     name: ClassVar[str] = "propagate-masks"
 
     def run(self, graph: Graph) -> bool:
-        changed, reduced = self._sweep(graph)
-        while reduced:
-            for name in reduced:  # a Concatenate left with one input: bypass it
-                (src, src_slot), = graph.producers(name)
-                graph.redirect_users(name, 0, src, src_slot)
-                graph.remove_node(name)
-            _, reduced = self._sweep(graph)
+        changed, drops = self._sweep(graph)
+        while drops:
+            # Inputs without channels leave their Concatenate only now, after the
+            # consumers were sliced in the Concatenate's old coordinates.
+            for name, slots in drops:
+                node = _drop_inputs(graph, graph.node(name), slots)
+                graph.set_node(node)
+                if len(data_slots(node)) == 1:  # one input left: bypass the Concatenate
+                    (src, src_slot), = graph.producers(name)
+                    graph.redirect_users(name, 0, src, src_slot)
+                    graph.remove_node(name)
+            _, drops = self._sweep(graph)
         return changed
 
-    def _sweep(self, graph: Graph) -> tuple[bool, list[str]]:
-        changed, reduced = False, []
+    def _sweep(self, graph: Graph) -> tuple[bool, list[tuple[str, list[int]]]]:
+        changed: bool = False
+        drops: list[tuple[str, list[int]]] = []
         for name in graph.topological_order():
             node = graph.node(name)
             if node.kind == "input":
@@ -143,31 +149,25 @@ class PropagateMasks(Pass):
                 graph.set_node(attrs.evolve(node, inputs=tuple(inputs)))
                 continue
             empty = [s for s in data_slots(node) if inputs[s].empty]
+            if empty and len(empty) == len(data_slots(node)):
+                graph.set_node(_vanish(node, inputs))
+                continue
             if empty:
-                node, inputs, vanished = self._handle_empty(graph, node, inputs, empty)
-                if vanished:
-                    graph.set_node(node)
-                    continue
-                if len(data_slots(node)) == 1 and len(empty) > 0:
-                    reduced.append(name)
+                self._check_droppable(graph, node, inputs, empty)
+                drops.append((name, empty))
             graph.set_node(update_node(node, inputs))
-        return changed, reduced
+        return changed, drops
 
-    def _handle_empty(
+    def _check_droppable(
         self, graph: Graph, node: Node, inputs: list[Tensor], empty: list[int]
-    ) -> tuple[Node, list[Tensor], bool]:
-        rule = rule_for(node)
-        data = data_slots(node)
-        can_drop = getattr(rule, "can_drop", None)
-        if len(empty) == len(data):
-            return _vanish(node, inputs), inputs, True
+    ) -> None:
+        can_drop = getattr(rule_for(node), "can_drop", None)
         if can_drop is not None and all(can_drop(node, inputs[s]) for s in empty):
-            node = _drop_inputs(graph, node, empty)
-            return node, graph.input_tensors(node.name), False
+            return
         roots = sorted({_empty_root(graph, graph.producers(node.name)[s][0]) for s in empty})
+        others = [repr(branch_name(inputs[s])) for s in data_slots(node) if s not in empty]
         raise ChannelError(
             f"every channel of {', '.join(map(repr, roots))} would be deleted, but "
-            f"{node.describe()} still combines it with other inputs "
-            f"({', '.join(repr(branch_name(inputs[s])) for s in data if s not in empty)}); "
+            f"{node.describe()} still combines it with other inputs ({', '.join(others)}); "
             "only a Concatenate can drop a branch. Keep at least one channel"
         )

@@ -74,6 +74,12 @@ class Rule:
             raise self.unsupported(node, inputs[changed[0]], changed[0])
         return node
 
+    def owned_output(self, node: Node) -> Tensor | None:
+        """Output 0 when its channels are this node's own (deletable), else None."""
+        if not self.owns_channels or not node.outputs or node.outputs[0].mask is None:
+            return None
+        return node.outputs[0]
+
     def delete_channels(self, node: Node, mask: np.ndarray) -> Node:
         """`node` with its own output channels reduced to `mask` (lifted coordinates)."""
         raise not_owner_error(node)

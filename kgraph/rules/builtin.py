@@ -11,7 +11,7 @@ from kgraph.rules.channelwise import PassThroughRule, PerChannelRule, SpatialRul
 from kgraph.rules.conv import ConvRule
 from kgraph.rules.dense import DenseRule, EmbeddingRule
 from kgraph.rules.merge import ConcatenateRule, ElementwiseMergeRule
-from kgraph.rules.ops import BINARY_OPS, UNARY_OPS, BinaryOpRule
+from kgraph.rules.ops import BINARY_OPS, REDUCE_OPS, UNARY_OPS, BinaryOpRule, ReduceOpRule
 from kgraph.rules.recurrent import RecurrentRule
 from kgraph.rules.reshape import (
     FlattenRule,
@@ -70,7 +70,12 @@ def register_builtin_rules() -> None:
             cls = getattr(layers, name, None)
             if cls is not None:
                 register_rule(cls, rule)
-    for ops, rule in ((UNARY_OPS, PassThroughRule()), (BINARY_OPS, BinaryOpRule())):
+    op_rules = (
+        (UNARY_OPS, PassThroughRule()),
+        (BINARY_OPS, BinaryOpRule()),
+        (REDUCE_OPS, ReduceOpRule()),
+    )
+    for ops, rule in op_rules:
         for module_name, names in ops.items():
             module = importlib.import_module(module_name)
             for name in names:

@@ -7,17 +7,42 @@ from collections.abc import Sequence
 import numpy as np
 
 from kgraph.ir import Node, Tensor
-from kgraph.rules.base import take
+from kgraph.rules.base import carry, take
 from kgraph.rules.producer import ProducerRule
 
 __all__ = ["DenseRule", "EmbeddingRule"]
 
 
 class DenseRule(ProducerRule):
-    """Dense: kernel (in, units) and bias (units,); it reads the last input axis."""
+    """Dense: kernel (in, units) and bias (units,); it reads the last input axis.
+
+    When the input's channels sit on another axis (after a Permute, say), Dense
+    works position by position along it: the output carries those channels on
+    the same axis, and the Dense's own units are not tracked (not deletable).
+    """
 
     channels_key = "units"
     known_weights = ("kernel", "bias")
+
+    def _along_other_axis(self, source: Tensor) -> bool:
+        return source.axis is not None and source.axis != len(source.shape) - 1
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        if self._along_other_axis(inputs[0]):
+            return (carry(node.outputs[0], inputs[0]),)
+        return super().infer(node, inputs)
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        if self._along_other_axis(inputs[0]):
+            return node
+        return super().slice_inputs(node, inputs, keeps)
+
+    def owned_output(self, node: Node) -> Tensor | None:
+        if node.inputs and self._along_other_axis(node.inputs[0]):
+            return None
+        return super().owned_output(node)
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         return node.with_weights(kernel=take(node.weight("kernel"), keep, 0))

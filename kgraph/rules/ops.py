@@ -19,10 +19,10 @@ import numpy as np
 
 from kgraph.errors import UnsupportedLayerError
 from kgraph.ir import Node, Slot, Tensor
-from kgraph.rules.base import carry, take
+from kgraph.rules.base import Rule, carry, fresh_output, normalize_axis, take
 from kgraph.rules.merge import ElementwiseMergeRule
 
-__all__ = ["BINARY_OPS", "UNARY_OPS", "BinaryOpRule"]
+__all__ = ["BINARY_OPS", "REDUCE_OPS", "UNARY_OPS", "BinaryOpRule", "ReduceOpRule"]
 
 UNARY_OPS = {
     "keras.src.ops.numpy": [
@@ -47,6 +47,46 @@ BINARY_OPS = {
         "FloorDivide", "Mod",
     ],
 }
+
+
+REDUCE_OPS = {
+    "keras.src.ops.numpy": [
+        "Any", "All", "Sum", "Mean", "Max", "Min", "Prod", "Std", "Var", "Argmax", "Argmin",
+        "Amax", "Amin", "Median",
+    ],
+    "keras.src.ops.math": ["Logsumexp"],
+}
+
+
+class ReduceOpRule(Rule):
+    """A reduction over `axis`: channels survive unless the channel axis is reduced.
+
+    Reducing over the channel axis yields a tensor without those channels; the
+    deleted ones just stop contributing (function-preserving when they are
+    neutral for the reduction, e.g. zeros in a sum or in Masking's `any`).
+    """
+
+    def _reduced(self, node: Node, rank: int) -> set[int]:
+        axis = node.config.get("axis")
+        if axis is None:
+            return set(range(rank))
+        axes = axis if isinstance(axis, (list, tuple)) else [axis]
+        return {normalize_axis(int(a), rank) for a in axes}
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        source, out = inputs[0], node.outputs[0]
+        reduced = self._reduced(node, len(source.shape))
+        if source.axis is None or source.axis in reduced:
+            return (out if out.space is not None else fresh_output(node, out),)
+        axis = source.axis
+        if not node.config.get("keepdims"):
+            axis -= sum(1 for a in reduced if a < source.axis)
+        return (carry(out, source, axis=axis),)
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        return node
 
 
 class BinaryOpRule(ElementwiseMergeRule):
