@@ -48,9 +48,7 @@ class Graph:
         outputs: the model's output structure with output node names as leaves.
     """
 
-    def __init__(
-        self, nx_graph: nx.MultiDiGraph, *, name: str, inputs: Any, outputs: Any
-    ) -> None:
+    def __init__(self, nx_graph: nx.MultiDiGraph, *, name: str, inputs: Any, outputs: Any) -> None:
         self._g = nx_graph
         self.name = name
         self.inputs_struct = inputs
@@ -107,7 +105,10 @@ class Graph:
 
     def producers(self, name: str) -> list[tuple[str, int]]:
         """`(producer, output slot)` feeding each input slot of `name`, by slot."""
-        found = {key: (src, data["src"]) for src, _, key, data in self._g.in_edges(name, keys=True, data=True)}
+        found = {
+            key: (src, data["src"])
+            for src, _, key, data in self._g.in_edges(name, keys=True, data=True)
+        }
         return [found[slot] for slot in sorted(found)]
 
     def users(self, name: str, slot: int | None = None) -> list[tuple[str, int, int]]:
@@ -183,6 +184,23 @@ class Graph:
             "(or it was removed by an earlier pass); pass a layer of the lifted model or its name"
         )
 
+    def find_calls(self, layer: LayerRef, calls: Sequence[int] | None = None) -> list[str]:
+        """Like `find`, restricted to the calls whose `call_index` is in `calls` (None: all)."""
+        names = self.find(layer)
+        if calls is None:
+            return names
+        by_index = {self.node(n).call_index: n for n in names}
+        wanted = list(calls)
+        bad = [
+            c for c in wanted if isinstance(c, bool) or not isinstance(c, int) or c not in by_index
+        ]
+        if bad or len(set(wanted)) != len(wanted):
+            raise KGraphError(
+                f"calls {wanted} do not select distinct calls of layer {layer!r}; "
+                f"its calls are {sorted(by_index)}"
+            )
+        return [by_index[c] for c in sorted(wanted)]
+
     # ------------------------------------------------------------------ editing
 
     def _check_editable(self) -> None:
@@ -247,6 +265,19 @@ class Graph:
         self._unindex(old)
         self._g.nodes[node.name]["node"] = node
         self._index(node)
+
+    def rename(self, name: str, node: Node) -> None:
+        """Replace node `name` by `node` (named differently), keeping its edges."""
+        self._check_editable()
+        old = self.node(name)
+        self.add_node(node)
+        for src, _, key, data in list(self._g.in_edges(name, keys=True, data=True)):
+            self._g.add_edge(src, node.name, key=key, **data)
+        for _, dst, key, data in list(self._g.out_edges(name, keys=True, data=True)):
+            self._g.add_edge(node.name, dst, key=key, **data)
+        self._unindex(old)
+        self._g.remove_node(name)
+        self._changed()
 
     def add_node(self, node: Node) -> None:
         """Add a new node (its name must be new)."""

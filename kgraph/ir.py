@@ -128,7 +128,9 @@ class Tensor:
         )
 
     def __repr__(self) -> str:
-        return f"Tensor({self.shape}, {self.dtype}, axis={self.axis}, mask {mask_summary(self.mask)})"
+        return (
+            f"Tensor({self.shape}, {self.dtype}, axis={self.axis}, mask {mask_summary(self.mask)})"
+        )
 
 
 def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -245,7 +247,9 @@ def remove_slot(template: Any, slot: int) -> Any:
     if isinstance(template, Slot):
         return Slot(template.index - 1) if template.index > slot else template
     if isinstance(template, (list, tuple)):
-        items = [remove_slot(v, slot) for v in template if not (isinstance(v, Slot) and v.index == slot)]
+        items = [
+            remove_slot(v, slot) for v in template if not (isinstance(v, Slot) and v.index == slot)
+        ]
         return type(template)(items)
     if isinstance(template, Mapping):
         return {k: remove_slot(v, slot) for k, v in template.items()}

@@ -67,16 +67,17 @@ def call_new_layer(
     except Exception as error:  # Keras raises many kinds of errors for bad shapes
         shapes = ", ".join(str(t.shape) for t in inputs)
         raise SurgeryError(
-            f"new layer {layer.name!r} ({type(layer).__name__}) cannot be called on {shapes}: {error}"
+            f"new layer {layer.name!r} ({type(layer).__name__}) cannot be called on "
+            f"{shapes}: {error}"
         ) from error
     weights = [np.asarray(w) for w in clone.get_weights()]
     if layer.built and layer.weights:
         given = layer.get_weights()
         if [w.shape for w in given] != [w.shape for w in weights]:
             raise SurgeryError(
-                f"new layer {layer.name!r} ({type(layer).__name__}) was built with weights of "
-                f"shapes {[w.shape for w in given]}, but here it needs {[w.shape for w in weights]}; "
-                "pass an unbuilt layer or build it for this input"
+                f"new layer {layer.name!r} ({type(layer).__name__}) was built with weights "
+                f"of shapes {[w.shape for w in given]}, but here it needs "
+                f"{[w.shape for w in weights]}; pass an unbuilt layer or build it for this input"
             )
         weights = given
     return Node(

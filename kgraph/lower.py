@@ -29,9 +29,7 @@ def _create(node: Node) -> Any:
     try:
         return node.cls.from_config(dict(node.config))
     except Exception as error:  # Keras raises many error types from constructors
-        raise LowerError(
-            f"could not create {node.describe()} from its config: {error}"
-        ) from error
+        raise LowerError(f"could not create {node.describe()} from its config: {error}") from error
 
 
 def _same_call(first: Node, other: Node) -> bool:
@@ -80,7 +78,9 @@ def lower(graph: Graph) -> keras.Model:
             layer, first = _create(node), node
             layers[node.layer] = (layer, node)
         try:
-            outputs = layer(*fill_template(node.args, values), **fill_template(dict(node.kwargs), values))
+            outputs = layer(
+                *fill_template(node.args, values), **fill_template(dict(node.kwargs), values)
+            )
         except Exception as error:  # Keras raises many error types from calls
             raise LowerError(f"calling {node.describe()} failed while lowering: {error}") from error
         for slot, tensor in enumerate(keras.tree.flatten(outputs)):

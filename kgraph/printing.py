@@ -23,7 +23,18 @@ if TYPE_CHECKING:
 
 __all__ = ["format_graph", "format_node"]
 
-_SHOWN = ("kernel_size", "pool_size", "size", "cropping", "padding", "rate", "axis", "target_shape", "dims", "n")
+_SHOWN = (
+    "kernel_size",
+    "pool_size",
+    "size",
+    "cropping",
+    "padding",
+    "rate",
+    "axis",
+    "target_shape",
+    "dims",
+    "n",
+)
 
 
 def _ref(graph: Graph, node: Node, slot: int) -> str:
@@ -32,7 +43,9 @@ def _ref(graph: Graph, node: Node, slot: int) -> str:
 
 
 def _value(value: Any) -> str:
-    if isinstance(value, np.ndarray) or hasattr(value, "shape") and not isinstance(value, (int, float)):
+    if isinstance(value, np.ndarray) or (
+        hasattr(value, "shape") and not isinstance(value, (int, float))
+    ):
         return f"array{tuple(value.shape)}"
     return repr(value)
 
@@ -56,14 +69,23 @@ def _attributes(node: Node) -> str:
     items = []
     rule = rule_for(node)
     key = getattr(rule, "channels_key", None)
-    if rule.owns_channels and key in node.config and node.outputs and node.outputs[0].mask is not None:
+    if (
+        rule.owns_channels
+        and key in node.config
+        and node.outputs
+        and node.outputs[0].mask is not None
+    ):
         lifted, now = node.outputs[0].mask.size, node.config[key]
         items.append(f"{key} {lifted}→{now}" if lifted != now else f"{key} {now}")
     for name in _SHOWN:
         value = node.config.get(name)
-        if value is None or name == "padding" and isinstance(value, str):
+        if value is None or (name == "padding" and isinstance(value, str)):
             continue
-        if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value) and name.endswith("size"):
+        if (
+            isinstance(value, (list, tuple))
+            and all(isinstance(v, int) for v in value)
+            and name.endswith("size")
+        ):
             items.append("x".join(map(str, value)))
         else:
             items.append(f"{name} {value}")
@@ -83,7 +105,8 @@ def _type(outputs: tuple[Tensor, ...]) -> str:
 def format_node(graph: Graph, node: Node) -> str:
     """One line for `node`: `%name = Class[config](%inputs) : shape  kept`."""
     label = node.class_name if node.kind == "layer" else f"ops.{node.class_name.lower()}"
-    return f"%{node.name} = {label}{_attributes(node)}({_arguments(graph, node)}) : {_type(node.outputs)}"
+    call = f"{label}{_attributes(node)}({_arguments(graph, node)})"
+    return f"%{node.name} = {call} : {_type(node.outputs)}"
 
 
 def format_graph(graph: Graph) -> str:

@@ -3,8 +3,8 @@
 Structure: acyclic; every input slot of a node filled exactly once, matching its
 call template; edges read existing output slots; calls of one layer share a class.
 Consistency (skipped while passes are still pending): every node was computed
-for the tensors its producers output now; masks match shapes; a producer's
-weights and config match its channel count.
+for the tensors its producers output now; masks match shapes; each rule's
+`check` finds the node's weights and config in line with its channels.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from kgraph.errors import VerificationError
-from kgraph.ir import Node, tensor_slots
+from kgraph.ir import tensor_slots
 from kgraph.rules import rule_for
 
 if TYPE_CHECKING:
@@ -41,10 +41,14 @@ def _structure(graph: Graph) -> list[str]:
             problems.append(f"{node.describe()} has input slots {slots}, its call needs {expected}")
         for src, slot in graph.producers(name):
             if slot >= len(graph.node(src).outputs):
-                problems.append(f"{node.describe()} reads output {slot} of {src!r}, which has fewer")
-        if node.kind in ("layer", "op"):
-            if classes.setdefault(node.layer, node.cls) is not node.cls:
-                problems.append(f"calls of layer {node.layer!r} have different classes")
+                problems.append(
+                    f"{node.describe()} reads output {slot} of {src!r}, which has fewer"
+                )
+        if (
+            node.kind in ("layer", "op")
+            and classes.setdefault(node.layer, node.cls) is not node.cls
+        ):
+            problems.append(f"calls of layer {node.layer!r} have different classes")
     return problems
 
 
@@ -59,28 +63,13 @@ def _consistency(graph: Graph) -> list[str]:
             problems.append(f"{node.describe()} was computed for other input tensors than it reads")
         for tensor in node.outputs:
             if tensor.mask is not None and int(tensor.mask.sum()) != tensor.shape[tensor.axis]:
-                problems.append(f"{node.describe()} outputs {tensor} whose mask does not match its shape")
+                problems.append(
+                    f"{node.describe()} outputs {tensor} whose mask does not match its shape"
+                )
         if node.kind == "output" and node.inputs and node.inputs[0].empty:
             problems.append(f"{node.describe()} has no channels left")
-        problems += _producer_problems(node)
-    return problems
-
-
-def _producer_problems(node: Node) -> list[str]:
-    rule = rule_for(node)
-    key = getattr(rule, "channels_key", None)
-    if not rule.owns_channels or key not in node.config or not node.outputs:
-        return []
-    own = node.outputs[0]
-    if own.mask is None:
-        return []
-    problems = []
-    if node.config[key] != own.channels:
-        problems.append(f"{node.describe()} has {key}={node.config[key]} but outputs {own.channels} channels")
-    for name, weight in zip(node.weight_names, node.weights):
-        if name.endswith("kernel") and not name.endswith("recurrent_kernel") and weight.ndim >= 2:
-            if weight.shape[-1] % max(own.channels, 1) and own.channels:
-                problems.append(f"{node.describe()} weight {name} {weight.shape} does not fit {own.channels} channels")
+        if node.kind in ("layer", "op"):
+            problems += [f"{node.describe()} {p}" for p in rule_for(node).check(node)]
     return problems
 
 

@@ -102,7 +102,9 @@ def outputs_of(model: keras.Model, inputs: Any) -> list[np.ndarray]:
     return [np.asarray(o) for o in keras.tree.flatten(model(inputs, training=False))]
 
 
-def assert_same_outputs(a: keras.Model, b: keras.Model, inputs: Any, rtol: float = 1e-5, atol: float = 1e-5) -> None:
+def assert_same_outputs(
+    a: keras.Model, b: keras.Model, inputs: Any, rtol: float = 1e-5, atol: float = 1e-5
+) -> None:
     for x, y in zip(outputs_of(a, inputs), outputs_of(b, inputs), strict=True):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 

@@ -23,7 +23,9 @@ def image_input(rank: int, data_format: str, channels: int = 2) -> keras.KerasTe
     return keras.Input(shape, name="x")
 
 
-def flatten_rows(flatten: keras.layers.Flatten, feature_shape: tuple[int, ...], axis: int, channels: list[int]) -> np.ndarray:
+def flatten_rows(
+    flatten: keras.layers.Flatten, feature_shape: tuple[int, ...], axis: int, channels: list[int]
+) -> np.ndarray:
     """Rows of a Dense after `flatten` that read `channels`, found by running Keras' Flatten."""
     ids = np.zeros(feature_shape, dtype="float32")
     index = [None] * len(feature_shape)
@@ -91,8 +93,11 @@ def spatial_layers(rank: int, data_format: str) -> list[keras.layers.Layer]:
     df = {"data_format": data_format}
     if rank == 1:  # the 1D layers have no data_format, except pooling
         return [
-            L.MaxPooling1D(2, **df), L.AveragePooling1D(2, **df), L.Cropping1D(1),
-            L.ZeroPadding1D(1), L.UpSampling1D(2),
+            L.MaxPooling1D(2, **df),
+            L.AveragePooling1D(2, **df),
+            L.Cropping1D(1),
+            L.ZeroPadding1D(1),
+            L.UpSampling1D(2),
         ]
     cls = {2: ("2D", (2, 1)), 3: ("3D", (2, 1, 1))}[rank]
     suffix, size = cls
@@ -217,4 +222,6 @@ def test_softmax_over_channels_is_not_function_preserving() -> None:
     # What survives is the softmax of the kept logits, renormalised.
     inputs = sample_inputs(model)
     expected = np.asarray(dead(inputs))[:, 1:]
-    np.testing.assert_allclose(np.asarray(pruned(inputs)), expected / expected.sum(1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(pruned(inputs)), expected / expected.sum(1, keepdims=True), rtol=1e-5
+    )

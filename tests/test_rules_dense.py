@@ -145,7 +145,9 @@ def test_recurrent_units(kind: str, return_sequences: bool) -> None:
     kernel, recurrent, bias = weights_of(model, "rnn")
     new_kernel, new_recurrent, new_bias = weights_of(pruned, "rnn")
     np.testing.assert_array_equal(new_kernel, np.delete(kernel, cols, axis=1))
-    np.testing.assert_array_equal(new_recurrent, np.delete(np.delete(recurrent, cols, axis=1), [0, 2], axis=0))
+    np.testing.assert_array_equal(
+        new_recurrent, np.delete(np.delete(recurrent, cols, axis=1), [0, 2], axis=0)
+    )
     np.testing.assert_array_equal(new_bias, np.delete(bias, cols, axis=-1))
     assert pruned.get_layer("rnn").units == 2
 
@@ -270,7 +272,11 @@ def test_keras_ops_with_constants() -> None:
     pruned = kgraph.lift(model).apply(DeleteChannels("dense", [1, 3])).lower()
     inputs = np.random.rand(3, 6).astype("float32")
     np.testing.assert_allclose(np.asarray(model(inputs)), np.asarray(pruned(inputs)), rtol=1e-5)
-    constants = [n.args[1] for n in kgraph.lift(pruned).nodes() if n.kind == "op" and n.class_name == "Multiply"]
+    constants = [
+        n.args[1]
+        for n in kgraph.lift(pruned).nodes()
+        if n.kind == "op" and n.class_name == "Multiply"
+    ]
     assert any(np.array_equal(c, [1.0, 3.0]) for c in constants if np.ndim(c) == 1)
 
 

@@ -2,7 +2,7 @@
 
 Example:
     >>> from kgraph.passes import DeleteChannels, InsertLayer
-    >>> graph.apply(DeleteChannels("conv1", [0, 1]), InsertLayer("dense", keras.layers.Dropout(0.1)))
+    >>> graph.apply(DeleteChannels("conv1", [0, 1]), InsertLayer("dense", Dropout(0.1)))
 """
 
 from kgraph.passes.base import Pass, PassResult

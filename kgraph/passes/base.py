@@ -19,14 +19,30 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
+import numpy as np
 
 if TYPE_CHECKING:
     from kgraph.graph import Graph
 
-__all__ = ["Pass", "PassResult"]
+__all__ = ["Pass", "PassResult", "as_tuple", "optional_tuple"]
+
+
+def optional_tuple(calls: Any) -> tuple[int, ...] | None:
+    """Converter for optional sequence options (`calls=`)."""
+    return None if calls is None else as_tuple(calls)
+
+
+def as_tuple(channels: Any) -> Any:
+    """Converter for sequence options: a tuple (anything else is left for `run` to refuse)."""
+    if isinstance(channels, np.ndarray):
+        return tuple(channels.tolist())
+    if isinstance(channels, Iterable) and not isinstance(channels, (str, bytes)):
+        return tuple(channels)
+    return channels  # refused with a clear error by run()
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import attrs
@@ -22,7 +22,8 @@ import numpy as np
 from kgraph.errors import ChannelError
 from kgraph.graph import Graph, LayerRef
 from kgraph.ir import Node, delete_from
-from kgraph.passes.base import Pass
+from kgraph.passes.base import Pass, as_tuple, optional_tuple
+from kgraph.passes.splice import split_calls
 from kgraph.rules import rule_for
 from kgraph.rules.base import not_owner_error
 
@@ -50,18 +51,10 @@ def check_channels(channels: Iterable[Any], count: int, node: Node) -> list[int]
         result.append(index)
     duplicates = sorted({c for c in result if result.count(c) > 1})
     if duplicates:
-        raise ChannelError(f"channels {duplicates} are listed more than once (deleting from {where})")
+        raise ChannelError(
+            f"channels {duplicates} are listed more than once (deleting from {where})"
+        )
     return result
-
-
-def _as_tuple(channels: Any) -> Any:
-    if isinstance(channels, np.ndarray):
-        return tuple(channels.tolist())
-    if isinstance(channels, Sequence) and not isinstance(channels, (str, bytes)):
-        return tuple(channels)
-    if isinstance(channels, Iterable) and not isinstance(channels, (str, bytes)):
-        return tuple(channels)
-    return channels  # refused with a clear error by run()
 
 
 @attrs.frozen
@@ -71,15 +64,22 @@ class DeleteChannels(Pass):
     Args:
         layer: a layer name, a path in a nested model, or a Layer of the lifted model.
         channels: indices of the channels to delete; negative ones count from the end.
+        calls: which calls of a shared layer (their `call_index`, kerassurgeon's
+            `node_indices`); None for every call. The selected calls get a copy of
+            the layer of their own, named `<layer>_delete_channels`.
     """
 
     name: ClassVar[str] = "delete-channels"
     layer: LayerRef
-    channels: tuple[int, ...] = attrs.field(converter=_as_tuple)
+    channels: tuple[int, ...] = attrs.field(converter=as_tuple)
+    calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
     def run(self, graph: Graph) -> bool:
         changed = False
-        for node_name in graph.find(self.layer):
+        names = graph.find_calls(self.layer, self.calls)
+        if self.calls is not None and self.channels:
+            names = split_calls(graph, names, "delete_channels")
+        for node_name in names:
             node = graph.node(node_name)
             rule = rule_for(node)
             own = rule.owned_output(node)

@@ -12,7 +12,7 @@ import attrs
 
 from kgraph.errors import SurgeryError
 from kgraph.graph import Graph, LayerRef
-from kgraph.passes.base import Pass
+from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import single_input
 
 __all__ = ["DeleteLayer"]
@@ -24,9 +24,10 @@ class DeleteLayer(Pass):
 
     name: ClassVar[str] = "delete-layer"
     layer: LayerRef
+    calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
     def run(self, graph: Graph) -> bool:
-        for node_name in graph.find(self.layer):
+        for node_name in graph.find_calls(self.layer, self.calls):
             node = graph.node(node_name)
             src, src_slot = single_input(graph, node, "delete")
             if len(node.outputs) != 1:

@@ -16,7 +16,7 @@ import attrs
 
 from kgraph.errors import SurgeryError
 from kgraph.graph import Graph, LayerRef
-from kgraph.passes.base import Pass
+from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import new_layer_name, new_layer_node, single_input
 
 __all__ = ["InsertLayer"]
@@ -30,9 +30,10 @@ class InsertLayer(Pass):
     layer: LayerRef
     new_layer: Any
     after: bool = False
+    calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
     def run(self, graph: Graph) -> bool:
-        targets = graph.find(self.layer)
+        targets = graph.find_calls(self.layer, self.calls)
         name = new_layer_name(graph, self.new_layer)
         for index, target in enumerate(targets):
             node = graph.node(target)

@@ -123,7 +123,7 @@ class PropagateMasks(Pass):
                 node = _drop_inputs(graph, graph.node(name), slots)
                 graph.set_node(node)
                 if len(data_slots(node)) == 1:  # one input left: bypass the Concatenate
-                    (src, src_slot), = graph.producers(name)
+                    ((src, src_slot),) = graph.producers(name)
                     graph.redirect_users(name, 0, src, src_slot)
                     graph.remove_node(name)
             _, drops = self._sweep(graph)
@@ -143,8 +143,8 @@ class PropagateMasks(Pass):
             if node.kind == "output":
                 if inputs[0].empty:
                     raise ChannelError(
-                        f"every channel of {_empty_root(graph, name)!r} would be deleted, but it is "
-                        f"the only path to {node.describe()}; keep at least one channel"
+                        f"every channel of {_empty_root(graph, name)!r} would be deleted, but it "
+                        f"is the only path to {node.describe()}; keep at least one channel"
                     )
                 graph.set_node(attrs.evolve(node, inputs=tuple(inputs)))
                 continue

@@ -15,7 +15,7 @@ import attrs
 
 from kgraph.errors import SurgeryError
 from kgraph.graph import Graph, LayerRef
-from kgraph.passes.base import Pass
+from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import accepted_kwargs, new_layer_name, new_layer_node
 
 __all__ = ["ReplaceLayer"]
@@ -28,9 +28,10 @@ class ReplaceLayer(Pass):
     name: ClassVar[str] = "replace-layer"
     layer: LayerRef
     new_layer: Any
+    calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
     def run(self, graph: Graph) -> bool:
-        targets = set(graph.find(self.layer))
+        targets = set(graph.find_calls(self.layer, self.calls))
         old_nodes = [graph.node(n) for n in graph.topological_order() if n in targets]
         if any(node.kind not in ("layer", "op") for node in old_nodes):
             raise SurgeryError(f"cannot replace {old_nodes[0].describe()}: it is a model input")

@@ -15,7 +15,14 @@ from kgraph.ir import Node, Slot, Tensor
 from kgraph.keras_utils import call_new_layer
 from kgraph.rules import rule_for
 
-__all__ = ["accepted_kwargs", "call_name", "new_layer_name", "new_layer_node", "single_input"]
+__all__ = [
+    "accepted_kwargs",
+    "call_name",
+    "new_layer_name",
+    "new_layer_node",
+    "single_input",
+    "split_calls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,9 @@ def new_layer_name(graph: Graph, layer: keras.layers.Layer) -> str:
     """`layer.name`, or a free variant of it when the graph already uses that name."""
     name = graph.unique_name(layer.name)
     if name != layer.name:
-        log.info("layer name %r is taken in %r; the new layer is called %r", layer.name, graph.name, name)
+        log.info(
+            "layer name %r is taken in %r; the new layer is called %r", layer.name, graph.name, name
+        )
     return name
 
 
@@ -55,6 +64,33 @@ def new_layer_node(
         kwargs=kwargs or {},
     )
     return attrs.evolve(node, outputs=rule_for(node).infer(node, inputs))
+
+
+def split_calls(graph: Graph, names: list[str], suffix: str) -> list[str]:
+    """Give the calls `names` of a shared layer a layer of their own; return their new names.
+
+    The copy is called `<layer>_<suffix>` (kerassurgeon's convention for
+    `delete_channels` on some nodes) and starts with the same weights.
+    """
+    first = graph.node(names[0])
+    if len(graph.find(first.layer)) == len(names):
+        return names
+    layer = graph.unique_name(f"{first.layer}_{suffix}")
+    renamed = []
+    for index, name in enumerate(names):
+        node = graph.node(name)
+        new = attrs.evolve(
+            node.with_config(name=layer),
+            name=call_name(layer, index, len(names)),
+            layer=layer,
+            call_index=index,
+            origin=None,
+            path=layer,
+        )
+        graph.rename(name, new)
+        renamed.append(new.name)
+    log.info("calls %s of %r now use their own layer %r", names, first.layer, layer)
+    return renamed
 
 
 def accepted_kwargs(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -36,8 +36,8 @@ __all__ = [
     "data_slots",
     "fresh_output",
     "lifted_shape",
-    "not_owner_error",
     "normalize_axis",
+    "not_owner_error",
     "register_rule",
     "rule_for",
     "unregister_rule",
@@ -84,13 +84,17 @@ class Rule:
         """`node` with its own output channels reduced to `mask` (lifted coordinates)."""
         raise not_owner_error(node)
 
+    def check(self, node: Node) -> list[str]:
+        """Problems with `node`'s weights or config for its channels (for `Graph.verify`)."""
+        return []
+
     def unsupported(self, node: Node, tensor: Tensor, slot: int, why: str = "") -> KGraphError:
         """The error for a channel change this rule cannot follow."""
         reason = f": {why}" if why else ""
         return UnsupportedLayerError(
             f"channels deleted upstream reach input {slot} of {node.describe()}, "
-            f"whose rule {type(self).__name__} cannot follow them{reason}. "
-            f"Keep those channels, or register a rule with kgraph.register_rule({node.class_name}, rule)"
+            f"whose rule {type(self).__name__} cannot follow them{reason}. Keep those "
+            f"channels, or register a rule with kgraph.register_rule({node.class_name}, rule)"
         )
 
 

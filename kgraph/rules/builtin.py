@@ -31,9 +31,21 @@ class BatchNormalizationRule(PerChannelRule):
 
 
 PASS_THROUGH = [
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Masking", "Activation",
-    "ReLU", "LeakyReLU", "ELU", "Softmax", "Identity",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Masking",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "Softmax",
+    "Identity",
 ]
 SPATIAL = [
     f"{kind}{d}D"

@@ -85,6 +85,18 @@ class PerChannelRule(Rule):
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         return (carry(node.outputs[0], inputs[0]),)
 
+    def check(self, node: Node) -> list[str]:
+        source = node.inputs[0] if node.inputs else None
+        if source is None or source.axis is None:
+            return []
+        if self.layer_axis(node, len(source.shape)) != source.axis:
+            return []
+        return [
+            f"has weight {name} of shape {w.shape} for {source.channels} channels"
+            for name, w in zip(node.weight_names, node.weights)
+            if name in self.per_channel and w.shape[0] != source.channels
+        ]
+
     def slice_inputs(
         self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
     ) -> Node:

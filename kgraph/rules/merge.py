@@ -81,9 +81,11 @@ class ElementwiseMergeRule(Rule):
         if first is None:
             return (out if out.space is not None else fresh_output(node, out),)
         spaces = {t.space for _, t in tensors if t.mask is not None and t.mask.size > 1}
-        space = first.space if len(spaces) == 1 else ("merge", node.name, tuple(
-            t.space for _, t in tensors
-        ))
+        space = (
+            first.space
+            if len(spaces) == 1
+            else ("merge", node.name, tuple(t.space for _, t in tensors))
+        )
         axis = len(out.shape) - _from_end(first)
         return (attrs.evolve(carry(out, first, axis=axis), space=space),)
 

@@ -49,7 +49,29 @@ class ProducerRule(Rule):
         """Drop the weights producing the deleted output channels."""
         raise NotImplementedError
 
+    def output_width(self, node: Node, channels: int) -> int:
+        """Size of the last axis of the kernel for `channels` outputs."""
+        return channels
+
     # -- Rule -----------------------------------------------------------------------
+
+    def check(self, node: Node) -> list[str]:
+        own = self.owned_output(node)
+        if own is None:
+            return []
+        problems = []
+        if node.config.get(self.channels_key) != own.channels:
+            problems.append(
+                f"has {self.channels_key}={node.config.get(self.channels_key)} "
+                f"but outputs {own.channels} channels"
+            )
+        width = self.output_width(node, own.channels)
+        for name, weight in zip(node.weight_names, node.weights):
+            if name in self.known_weights and weight.ndim and weight.shape[-1] != width:
+                problems.append(
+                    f"has weight {name} of shape {weight.shape} for {own.channels} channels"
+                )
+        return problems
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         outputs = []
@@ -61,7 +83,9 @@ class ProducerRule(Rule):
             else:  # RNN states: the same channels as output 0
                 axis = len(out.shape) - 1
                 shape = (*out.shape[:-1], own.channels)
-                outputs.append(attrs.evolve(out, shape=shape, axis=axis, mask=own.mask, space=own.space))
+                outputs.append(
+                    attrs.evolve(out, shape=shape, axis=axis, mask=own.mask, space=own.space)
+                )
         return tuple(outputs)
 
     def _fresh(self, node: Node, out: Tensor) -> Tensor:
@@ -75,7 +99,9 @@ class ProducerRule(Rule):
             if keep is None:
                 continue
             if slot not in data[:1]:
-                raise self.unsupported(node, inputs[slot], slot, "only its first input can lose channels")
+                raise self.unsupported(
+                    node, inputs[slot], slot, "only its first input can lose channels"
+                )
             expected = self.input_axis(node, len(inputs[slot].shape))
             if inputs[slot].axis != expected:
                 raise self.unsupported(

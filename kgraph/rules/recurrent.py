@@ -31,6 +31,9 @@ class RecurrentRule(ProducerRule):
     def __init__(self, gates: int = 1) -> None:
         self.gates = gates
 
+    def output_width(self, node: Node, channels: int) -> int:
+        return self.gates * channels
+
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         return node.with_weights(kernel=take(node.weight("kernel"), keep, 0))
 

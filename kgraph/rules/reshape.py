@@ -44,9 +44,7 @@ def _flat_output(node: Node, out: Tensor, source: Tensor, flat: np.ndarray | Non
         return fresh_output(node, out) if out.space is None else out
     space = ("flat", node.name, source.space)
     mask = freeze_array(flat.reshape(-1))
-    return attrs.evolve(
-        out, shape=(out.shape[0], int(mask.sum())), axis=1, mask=mask, space=space
-    )
+    return attrs.evolve(out, shape=(out.shape[0], int(mask.sum())), axis=1, mask=mask, space=space)
 
 
 def _follows(out: Tensor, source: Tensor) -> bool:
