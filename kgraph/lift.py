@@ -240,6 +240,8 @@ def lift(model: keras.Model) -> Graph:
     calls_of: dict[str, list[_Call]] = defaultdict(list)
     for call in lifter.calls:
         calls_of[call.layer_name].append(call)
+    for siblings in calls_of.values():  # number calls as Keras does (its node index)
+        siblings.sort(key=lambda c: (c.operation._inbound_nodes.index(c.keras_node), c.id))
     weights_of: dict[int, tuple[tuple[str, ...], tuple[np.ndarray, ...]]] = {}
     for call in lifter.calls:
         operation = call.operation

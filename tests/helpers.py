@@ -95,7 +95,8 @@ def sample_inputs(model: keras.Model, batch: int = 3, seed: int = 0) -> Any:
             return rng.integers(0, 9, size=shape).astype(str(tensor.dtype))
         return rng.standard_normal(shape).astype("float32")
 
-    return keras.tree.map_structure(one, model._inputs_struct)
+    functional = getattr(model, "_functional", None) or model  # a Sequential wraps one
+    return keras.tree.map_structure(one, functional._inputs_struct)
 
 
 def outputs_of(model: keras.Model, inputs: Any) -> list[np.ndarray]:

@@ -31,8 +31,8 @@ def relative_keep(node: Node, slot: int, old: Tensor, new: Tensor) -> np.ndarray
     """Which of the channels `node` was built for (on input `slot`) survive in `new`.
 
     Returns a boolean array over the current channels of `old`, or None when
-    nothing was deleted. A tensor from other coordinates (after a splice) is
-    accepted when it has as many channels as before.
+    nothing was deleted. A tensor in other coordinates (after a splice) is
+    accepted when it has, or had before deletions, as many channels as before.
     """
     if old.space is None or old is new:
         return None
@@ -48,7 +48,9 @@ def relative_keep(node: Node, slot: int, old: Tensor, new: Tensor) -> np.ndarray
         keep = new.mask[old.mask]
         return None if keep.all() else keep
     elif old.channels == new.channels:
-        return None
+        return None  # new coordinates, same channels: nothing to slice
+    elif old.channels == new.mask.size:
+        return new.mask  # new coordinates for the same channels, some deleted since
     raise ChannelError(
         f"input {slot} of {node.describe()} now carries {new.channels} channels where it was "
         f"built for {old.channels}: the layer feeding it was deleted, inserted or replaced "
