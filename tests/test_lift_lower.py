@@ -56,7 +56,12 @@ def test_functional_roundtrip_keeps_everything() -> None:
 
 def test_sequential_lifts_and_lowers_to_functional() -> None:
     model = keras.Sequential(
-        [keras.Input((5,)), L.Dense(4, name="a"), L.Dropout(0.2, name="drop"), L.Dense(2, name="b")],
+        [
+            keras.Input((5,)),
+            L.Dense(4, name="a"),
+            L.Dropout(0.2, name="drop"),
+            L.Dense(2, name="b"),
+        ],
         name="seq",
     )
     graph = kgraph.lift(model)
@@ -76,7 +81,7 @@ def test_sequential_built_without_input_layer() -> None:
 
 def test_unbuilt_sequential_is_refused() -> None:
     model = keras.Sequential([L.Dense(4)], name="unbuilt")
-    with pytest.raises(kgraph.LiftError, match="'unbuilt' is not built.*keras.Input"):
+    with pytest.raises(kgraph.LiftError, match=r"'unbuilt' is not built.*keras.Input"):
         kgraph.lift(model)
 
 
@@ -91,9 +96,9 @@ def test_subclassed_model_is_refused() -> None:
 
     model = Net()
     model(np.ones((1, 3), "float32"))
-    with pytest.raises(kgraph.LiftError, match="subclassed.*functional"):
+    with pytest.raises(kgraph.LiftError, match=r"subclassed.*functional"):
         kgraph.lift(model)
-    with pytest.raises(kgraph.LiftError, match="needs a keras.Model"):
+    with pytest.raises(kgraph.LiftError, match=r"needs a keras.Model"):
         kgraph.lift(L.Dense(3))
 
 
@@ -162,7 +167,9 @@ def test_nested_models_are_inlined_with_training_flag() -> None:
     inputs = sample_inputs(model)
     # In training mode the backbone's BatchNorm must still use its moving statistics.
     np.testing.assert_allclose(
-        np.asarray(model(inputs, training=True)), np.asarray(lowered(inputs, training=True)), rtol=1e-5
+        np.asarray(model(inputs, training=True)),
+        np.asarray(lowered(inputs, training=True)),
+        rtol=1e-5,
     )
 
 

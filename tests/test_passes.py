@@ -48,7 +48,8 @@ def test_channel_indices_refer_to_the_lifted_model_across_passes() -> None:
     later = once.apply(DeleteChannels("dense_1", [3, 4]))  # 3 again: a no-op
     for g in (once, twice):
         np.testing.assert_array_equal(
-            g.node("dense_1").weight("kernel"), np.delete(weights_of(model, "dense_1")[0], [0, 3], 1)
+            g.node("dense_1").weight("kernel"),
+            np.delete(weights_of(model, "dense_1")[0], [0, 3], 1),
         )
     np.testing.assert_array_equal(
         later.node("dense_1").weight("kernel"),
@@ -107,27 +108,31 @@ def test_bad_channel_indices(channels, message: str) -> None:
 
 
 def test_unknown_layer_suggests_close_names() -> None:
-    with pytest.raises(kgraph.LayerNotFoundError, match="no layer 'dense_9'. Did you mean .*'dense_1'"):
+    with pytest.raises(
+        kgraph.LayerNotFoundError, match=r"no layer 'dense_9'. Did you mean .*'dense_1'"
+    ):
         kgraph.lift(dense_chain()).apply(DeleteChannels("dense_9", [0]))
 
 
 def test_layer_of_another_model_is_refused() -> None:
     other = dense_chain(name="other")
-    with pytest.raises(kgraph.LayerNotFoundError, match="is not a layer of model 'chain'"):
+    with pytest.raises(kgraph.LayerNotFoundError, match=r"is not a layer of model 'chain'"):
         kgraph.lift(dense_chain()).apply(DeleteChannels(other.get_layer("dense_1"), [0]))
 
 
 def test_channels_of_a_pass_through_layer_cannot_be_deleted() -> None:
     x = keras.Input((4,))
     y = L.BatchNormalization(name="bn")(L.Dense(3, name="dense")(x))
-    with pytest.raises(kgraph.ChannelError, match="'bn' \\(BatchNormalization\\) does not own"):
+    with pytest.raises(kgraph.ChannelError, match=r"'bn' \(BatchNormalization\) does not own"):
         kgraph.lift(keras.Model(x, y)).apply(DeleteChannels("bn", [0]))
 
 
 def test_deleting_every_channel_of_the_only_path_is_refused() -> None:
     model = dense_chain()
     before = fingerprint(model)
-    with pytest.raises(kgraph.ChannelError, match="every channel of 'dense_2'.*only path to model"):
+    with pytest.raises(
+        kgraph.ChannelError, match=r"every channel of 'dense_2'.*only path to model"
+    ):
         kgraph.lift(model).apply(DeleteChannels("dense_2", range(4)))
     assert fingerprint(model) == before
 
@@ -136,7 +141,7 @@ def test_emptied_branch_feeding_an_add_is_refused() -> None:
     x = keras.Input((4,))
     a, b = L.Dense(3, name="a")(x), L.Dense(3, name="b")(x)
     model = keras.Model(x, L.Add(name="add")([a, b]))
-    with pytest.raises(kgraph.ChannelError, match="every channel of 'a'.*'add' \\(Add\\)"):
+    with pytest.raises(kgraph.ChannelError, match=r"every channel of 'a'.*'add' \(Add\)"):
         kgraph.lift(model).apply(DeleteChannels("a", [0, 1, 2]))
 
 
@@ -201,14 +206,14 @@ def test_delete_layer_connects_input_to_consumers() -> None:
 
 def test_delete_layer_with_another_width_is_refused() -> None:
     model = dense_chain()
-    with pytest.raises(kgraph.ChannelError, match="'dense_3' \\(Dense\\) now carries 5 channels"):
+    with pytest.raises(kgraph.ChannelError, match=r"'dense_3' \(Dense\) now carries 5 channels"):
         kgraph.lift(model).apply(DeleteLayer("dense_2"))
 
 
 def test_delete_layer_with_two_inputs_is_refused() -> None:
     a, b = keras.Input((3,)), keras.Input((3,))
     model = keras.Model([a, b], L.Add(name="add")([a, b]))
-    with pytest.raises(kgraph.SurgeryError, match="'add' \\(Add\\): it has 2 inputs"):
+    with pytest.raises(kgraph.SurgeryError, match=r"'add' \(Add\): it has 2 inputs"):
         kgraph.lift(model).apply(DeleteLayer("add"))
 
 
@@ -279,14 +284,22 @@ def test_replace_with_a_built_layer_uses_its_weights() -> None:
 def test_replace_with_a_layer_built_for_other_shapes_is_refused() -> None:
     new = L.Dense(4, name="wrong")
     new.build((None, 9))
-    with pytest.raises(kgraph.SurgeryError, match="'wrong' \\(Dense\\) was built with weights"):
+    with pytest.raises(kgraph.SurgeryError, match=r"'wrong' \(Dense\) was built with weights"):
         kgraph.lift(dense_chain()).apply(ReplaceLayer("dense_2", new))
 
 
 def test_new_layer_with_a_taken_name_is_renamed() -> None:
     model = dense_chain()
-    pruned = kgraph.lift(model).apply(InsertLayer("dense_3", L.Dropout(0.1, name="dense_1"))).lower()
-    assert [layer.name for layer in pruned.layers] == ["x", "dense_1", "dense_2", "dense_1_1", "dense_3"]
+    pruned = (
+        kgraph.lift(model).apply(InsertLayer("dense_3", L.Dropout(0.1, name="dense_1"))).lower()
+    )
+    assert [layer.name for layer in pruned.layers] == [
+        "x",
+        "dense_1",
+        "dense_2",
+        "dense_1_1",
+        "dense_3",
+    ]
 
 
 def test_shared_layer_changes_apply_to_every_call_or_to_selected_calls() -> None:
@@ -314,7 +327,7 @@ def test_shared_layer_fed_differently_pruned_inputs_cannot_be_lowered() -> None:
     d3 = L.Dense(2, name="d3")
     model = keras.Model(x, [d3(d1), d3(d2)])
     graph = kgraph.lift(model).apply(DeleteChannels("d1", [0]), DeleteChannels("d2", [1]))
-    with pytest.raises(kgraph.LowerError, match="shared layer 'd3'.*changed differently"):
+    with pytest.raises(kgraph.LowerError, match=r"shared layer 'd3'.*changed differently"):
         graph.lower()
 
 
@@ -335,7 +348,7 @@ def test_apply_never_changes_its_input_graph_also_on_failure() -> None:
 
 def test_frozen_graphs_cannot_be_edited() -> None:
     graph = kgraph.lift(dense_chain())
-    with pytest.raises(kgraph.KGraphError, match="frozen"):
+    with pytest.raises(kgraph.KGraphError, match=r"frozen"):
         graph.remove_node("dense_1")
     work = graph.copy()
     work.remove_node("dense_3")
@@ -372,7 +385,7 @@ def test_user_written_pass() -> None:
 
 
 def test_apply_takes_only_passes() -> None:
-    with pytest.raises(kgraph.KGraphError, match="apply\\(\\) takes passes"):
+    with pytest.raises(kgraph.KGraphError, match=r"apply\(\) takes passes"):
         kgraph.lift(dense_chain()).apply("dense_1")
 
 
