@@ -65,8 +65,8 @@ class Graph:
 
     @property
     def nx(self) -> nx.MultiDiGraph:
-        """The underlying networkx graph (read-only view when frozen)."""
-        return nx.graphviews.generic_graph_view(self._g) if self._frozen else self._g
+        """The underlying networkx graph (frozen by networkx too when this Graph is)."""
+        return self._g
 
     def __len__(self) -> int:
         return self._g.number_of_nodes()
@@ -252,6 +252,7 @@ class Graph:
         """Make this graph read-only (what `apply` returns) and return it."""
         self._frozen = True
         self._order = None
+        nx.freeze(self._g)
         return self
 
     @property

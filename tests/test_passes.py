@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import attrs
 import keras
+import networkx as nx
 import numpy as np
 import pytest
 from helpers import (
@@ -350,6 +351,8 @@ def test_frozen_graphs_cannot_be_edited() -> None:
     graph = kgraph.lift(dense_chain())
     with pytest.raises(kgraph.KGraphError, match=r"frozen"):
         graph.remove_node("dense_1")
+    with pytest.raises(nx.NetworkXError, match=r"Frozen"):
+        graph.nx.remove_node("dense_1")
     work = graph.copy()
     work.remove_node("dense_3")
     assert "dense_3" in graph and "dense_3" not in work
