@@ -378,7 +378,3 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<kgraph.Graph {self.name!r}: {len(self)} nodes>"
-
-    def nodes_of(self, names: Sequence[str]) -> list[Node]:
-        """Records of `names`."""
-        return [self.node(n) for n in names]

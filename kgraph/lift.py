@@ -59,10 +59,6 @@ def _functional_of(model: Any) -> Any:
     raise LiftError(f"lift() needs a keras.Model, got {type(model).__name__}")
 
 
-def _is_nested_model(operation: Any) -> bool:
-    return isinstance(operation, keras.Model)
-
-
 @attrs.define
 class _Call:
     """One layer/op call found while walking the model (before nodes get names)."""
@@ -106,7 +102,7 @@ class _Lifter:
             if keras_node.is_input or isinstance(operation, keras.layers.InputLayer):
                 continue
             sources = [env[id(t)] for t in keras_node.input_tensors]
-            if _is_nested_model(operation):
+            if isinstance(operation, keras.Model):  # a nested model: inline its layers
                 self.inline(operation, keras_node, sources, env, prefix, training)
                 continue
             call = _Call(

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -229,13 +229,3 @@ def expect_weights(node: Node, rule: Rule, *allowed: str) -> None:
             f"know how to slice (it knows {list(allowed)}); register a rule for "
             f"{node.class_name} with kgraph.register_rule"
         )
-
-
-def first_keep(keeps: Sequence[np.ndarray | None], slots: Sequence[int]) -> np.ndarray | None:
-    for slot in slots:
-        if keeps[slot] is not None:
-            return keeps[slot]
-    return None
-
-
-RuleFactory = Callable[[], Rule]
