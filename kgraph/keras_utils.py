@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from kgraph.errors import SurgeryError
+from kgraph.errors import LiftError, SurgeryError
 from kgraph.ir import Node, Slot, Tensor
 
-__all__ = ["call_new_layer", "fill_template", "layer_weight_names", "tensor_record"]
+__all__ = [
+    "call_new_layer",
+    "fill_template",
+    "functional_of",
+    "layer_weight_names",
+    "nodes_in_order",
+    "tensor_record",
+]
+
+
+def functional_of(model: Any) -> Any:
+    """The functional graph of `model` (a Sequential's inner Functional), or `LiftError`."""
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise LiftError(
+                f"Sequential model {model.name!r} is not built, so it has no graph yet; "
+                "start it with keras.Input(shape=...) or call model.build(input_shape) first"
+            )
+        return functional
+    if isinstance(model, Functional):
+        return model
+    if isinstance(model, keras.Model):
+        raise LiftError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed model: its call() is "
+            "Python code, not a graph of layers kgraph can read. Build it as a functional model "
+            "(keras.Model(inputs, outputs)) or a Sequential model, then lift that"
+        )
+    raise LiftError(f"lift() needs a keras.Model, got {type(model).__name__}")
+
+
+def nodes_in_order(functional: Any) -> Iterator[Any]:
+    """The Keras nodes of `functional`, producers before consumers."""
+    by_depth = functional._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        yield from by_depth[depth]
 
 
 def layer_weight_names(layer: keras.layers.Layer) -> tuple[str, ...]:

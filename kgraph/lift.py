@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -27,36 +26,13 @@ import numpy as np
 from kgraph.errors import KGraphError, LiftError
 from kgraph.graph import Graph
 from kgraph.ir import Node, Slot
-from kgraph.keras_utils import layer_weight_names, tensor_record
+from kgraph.keras_utils import functional_of, layer_weight_names, nodes_in_order, tensor_record
 from kgraph.passes.propagate_masks import update_node
 from kgraph.rules.base import fresh_output
 
 __all__ = ["lift"]
 
 _Ref = tuple[int, int]  # (call id, output slot) while lifting
-
-
-def _functional_of(model: Any) -> Any:
-    """The functional graph of `model` (a Sequential's inner Functional), or `LiftError`."""
-    from keras.src.models.functional import Functional
-
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise LiftError(
-                f"Sequential model {model.name!r} is not built, so it has no graph yet; "
-                "start it with keras.Input(shape=...) or call model.build(input_shape) first"
-            )
-        return functional
-    if isinstance(model, Functional):
-        return model
-    if isinstance(model, keras.Model):
-        raise LiftError(
-            f"model {model.name!r} ({type(model).__name__}) is a subclassed model: its call() is "
-            "Python code, not a graph of layers kgraph can read. Build it as a functional model "
-            "(keras.Model(inputs, outputs)) or a Sequential model, then lift that"
-        )
-    raise LiftError(f"lift() needs a keras.Model, got {type(model).__name__}")
 
 
 @attrs.define
@@ -97,7 +73,7 @@ class _Lifter:
 
     def walk(self, functional: Any, env: dict[int, _Ref], prefix: str, training: Any) -> None:
         """Record the calls of `functional`; `env` maps its input tensors to sources."""
-        for keras_node in _nodes_in_order(functional):
+        for keras_node in nodes_in_order(functional):
             operation = keras_node.operation
             if keras_node.is_input or isinstance(operation, keras.layers.InputLayer):
                 continue
@@ -127,7 +103,7 @@ class _Lifter:
         prefix: str,
         training: Any,
     ) -> None:
-        inner = _functional_of(model)
+        inner = functional_of(model)
         outer_inputs = keras_node.arguments.args[0] if keras_node.arguments.args else None
         if outer_inputs is None:
             outer_inputs = keras_node.arguments.kwargs.get("inputs")
@@ -151,13 +127,6 @@ class _Lifter:
             call_id = next(self.ids)
             self.inputs.append((call_id, tensor, layer))
             env[id(tensor)] = (call_id, 0)
-
-
-def _nodes_in_order(functional: Any) -> Iterator[Any]:
-    """The Keras nodes of `functional`, producers before consumers."""
-    by_depth = functional._nodes_by_depth
-    for depth in sorted(by_depth, reverse=True):
-        yield from by_depth[depth]
 
 
 def _template(keras_node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -220,7 +189,7 @@ def lift(model: keras.Model) -> Graph:
     Raises `LiftError` for subclassed or unbuilt models and for layers that
     cannot be serialised.
     """
-    functional = _functional_of(model)
+    functional = functional_of(model)
     lifter = _Lifter(model, functional)
     env: dict[int, _Ref] = {}
     lifter.input_nodes(functional, env)

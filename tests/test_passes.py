@@ -438,3 +438,13 @@ def test_printing_a_small_model() -> None:
         "  return %logits\n"
         "}"
     )
+
+
+def test_a_wider_replacement_is_reported_where_the_width_matters() -> None:
+    x = keras.Input((6, 6, 2))
+    y = L.Conv2D(4, 3, name="conv_1")(x)
+    y = L.Dropout(0.5, name="dropout")(y)
+    y = L.Conv2D(2, 1, name="conv_2")(y)
+    model = keras.Model(x, y)
+    with pytest.raises(kgraph.ChannelError, match=r"'conv_2' \(Conv2D\) now carries 5 channels"):
+        kgraph.lift(model).apply(ReplaceLayer("conv_1", L.Conv2D(5, 3, name="wide")))

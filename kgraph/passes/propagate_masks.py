@@ -61,10 +61,14 @@ def relative_keep(node: Node, slot: int, old: Tensor, new: Tensor) -> np.ndarray
 def update_node(node: Node, inputs: Sequence[Tensor]) -> Node:
     """`node` re-sliced for `inputs`, with its outputs inferred by its rule."""
     rule = rule_for(node)
-    keeps = [
-        relative_keep(node, slot, old, new)
-        for slot, (old, new) in enumerate(zip(node.inputs, inputs))
-    ]
+    keeps = []
+    for slot, (old, new) in enumerate(zip(node.inputs, inputs)):
+        try:
+            keeps.append(relative_keep(node, slot, old, new))
+        except ChannelError:
+            if not rule.any_channel_count:
+                raise
+            keeps.append(None)  # the first layer that cares will say so
     if any(k is not None for k in keeps):
         node = rule.slice_inputs(node, inputs, keeps)
     outputs = rule.infer(node, inputs)

@@ -52,12 +52,13 @@ class Rule:
 
     Attributes:
         owns_channels: True when `delete_channels` is supported (Dense, Conv, ...).
-        drops_empty_inputs: True when an input whose channels were all deleted can
-            simply be dropped from the call (Concatenate), as kerassurgeon does.
+        any_channel_count: True when nothing in the layer depends on how many
+            channels it reads (no per-channel weights), so a splice upstream may
+            change the count freely; the first layer that does care reports it.
     """
 
     owns_channels: ClassVar[bool] = False
-    drops_empty_inputs: ClassVar[bool] = False
+    any_channel_count: ClassVar[bool] = False
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """The output tensors of `node` when it reads `inputs`."""

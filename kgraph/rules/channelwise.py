@@ -27,6 +27,8 @@ def data_format_axis(node: Node, rank: int) -> int:
 class PassThroughRule(Rule):
     """Output 0 carries input 0's channels; nothing to slice (ReLU, Dropout, ...)."""
 
+    any_channel_count = True
+
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         return (carry(node.outputs[0], inputs[0]),)
 

@@ -73,6 +73,8 @@ def check_same_channels(node: Node, tensors: Sequence[tuple[int, Tensor]]) -> Te
 class ElementwiseMergeRule(Rule):
     """Inputs combined element by element: the output keeps the inputs' common channels."""
 
+    any_channel_count = True
+
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         slots = data_slots(node)
         tensors = [(s, inputs[s]) for s in slots]
@@ -97,6 +99,8 @@ class ElementwiseMergeRule(Rule):
 
 class ConcatenateRule(Rule):
     """Concatenate on any axis: on the channel axis masks are joined, elsewhere they must agree."""
+
+    any_channel_count = True
 
     def concat_axis(self, node: Node) -> int:
         return normalize_axis(int(node.config.get("axis", -1)), len(node.outputs[0].shape))

@@ -130,6 +130,8 @@ class ReduceOpRule(Rule):
     neutral for the reduction, e.g. zeros in a sum or in Masking's `any`).
     """
 
+    any_channel_count = True
+
     def _reduced(self, node: Node, rank: int) -> set[int]:
         axis = node.config.get("axis")
         if axis is None:

@@ -57,6 +57,8 @@ def _follows(out: Tensor, source: Tensor) -> bool:
 class _MapRule(Rule):
     """Shared behaviour: a changed input is fine whenever `infer` maps its channels."""
 
+    any_channel_count = True
+
     def slice_inputs(
         self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
     ) -> Node:
