@@ -21,3 +21,10 @@ def _seed() -> None:
 @pytest.fixture(params=["channels_last", "channels_first"])
 def data_format(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from helpers import GENERATED_CASES
+
+    for name, count in sorted(GENERATED_CASES.items()):
+        terminalreporter.write_line(f"property test {name}: {count} generated cases checked")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,9 @@ import numpy as np
 
 import kgraph
 from kgraph.passes import DeleteChannels
+
+# Property tests count the cases they checked here; conftest prints the counts.
+GENERATED_CASES: Counter[str] = Counter()
 
 
 def copy_model(model: keras.Model) -> keras.Model:
