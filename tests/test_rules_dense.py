@@ -289,3 +289,21 @@ def test_binary_op_on_two_tensors_is_a_merge() -> None:
     check_dead_channels(model, {"dense_a": [0], "dense_b": [0]})
     with pytest.raises(kgraph.MaskConflictError):
         kgraph.lift(model).apply(DeleteChannels("dense_a", [0]))
+
+
+def encoder_decoder() -> keras.Model:
+    source, target = keras.Input((6, 4), name="source"), keras.Input((5, 3), name="target")
+    _, h, c = L.LSTM(6, return_state=True, name="encoder")(source)
+    y = L.LSTM(6, return_sequences=True, name="decoder")(target, initial_state=[h, c])
+    return keras.Model([source, target], L.Dense(2, name="head")(y))
+
+
+def test_encoder_decoder_states_follow_deleted_units() -> None:
+    model = encoder_decoder()
+    pruned = check_dead_channels(model, {"encoder": [1, 4], "decoder": [1, 4]})
+    assert pruned.get_layer("decoder").units == 4
+
+
+def test_encoder_decoder_with_different_units_is_a_conflict() -> None:
+    with pytest.raises(kgraph.MaskConflictError, match=r"'decoder' \(LSTM\) keeps units 6/6"):
+        kgraph.lift(encoder_decoder()).apply(DeleteChannels("encoder", [1]))

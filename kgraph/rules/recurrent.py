@@ -16,6 +16,7 @@ import numpy as np
 from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Slot, Tensor
 from kgraph.rules.base import take
+from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
 
 __all__ = ["RecurrentRule"]
@@ -48,18 +49,33 @@ class RecurrentRule(ProducerRule):
             updates["bias"] = take(bias, gate_keep, bias.ndim - 1)
         return node.with_weights(**updates)
 
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        states = set(_state_slots(node))
+        # Initial states hold units, not features: no weight reads them, and
+        # `infer` checks that they keep the layer's own units.
+        data_keeps = [None if slot in states else keep for slot, keep in enumerate(keeps)]
+        return super().slice_inputs(node, inputs, data_keeps)
+
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         outputs = super().infer(node, inputs)
-        units = outputs[0].channels
+        own = outputs[0]
         for slot in _state_slots(node):
             state = inputs[slot]
-            if state.channels is not None and state.channels != units:
+            if state.mask is None or own.mask is None:
+                continue
+            if state.mask.size != own.mask.size or not np.array_equal(state.mask, own.mask):
                 raise MaskConflictError(
-                    f"{node.describe()} has {units} units but its initial state (input {slot}) "
-                    f"carries {state.channels} channels; delete the same units from the layer "
-                    "that produces the state"
+                    f"{node.describe()} keeps units {_kept(own)} but its initial state "
+                    f"(input {slot}, from {branch_name(state)!r}) keeps {_kept(state)}; delete "
+                    "the same units from the layer and from the one producing its state"
                 )
         return outputs
+
+
+def _kept(tensor: Tensor) -> str:
+    return f"{int(tensor.mask.sum())}/{tensor.mask.size} (deleted {np.flatnonzero(~tensor.mask).tolist()})"
 
 
 def _state_slots(node: Node) -> list[int]:
