@@ -75,7 +75,8 @@ class RecurrentRule(ProducerRule):
 
 
 def _kept(tensor: Tensor) -> str:
-    return f"{int(tensor.mask.sum())}/{tensor.mask.size} (deleted {np.flatnonzero(~tensor.mask).tolist()})"
+    deleted = np.flatnonzero(~tensor.mask).tolist()
+    return f"{int(tensor.mask.sum())}/{tensor.mask.size} (deleted {deleted})"
 
 
 def _state_slots(node: Node) -> list[int]:
