@@ -36,9 +36,10 @@ def fingerprint(model: keras.Model) -> str:
     digest.update(json.dumps(model.get_config(), sort_keys=True, default=repr).encode())
     for layer in model.layers:
         digest.update(layer.name.encode())
-        for w in layer.weights:
-            digest.update(w.path.encode())
-            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
+        for variable in layer.weights:
+            array = np.ascontiguousarray(np.asarray(variable))
+            digest.update(f"{variable.path}:{array.dtype}:{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))  # hashed in place, not copied
     return digest.hexdigest()
 
 
