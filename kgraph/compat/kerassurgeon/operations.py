@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -36,9 +37,7 @@ def delete_layer(
     Example:
         >>> new_model = delete_layer(model, model.get_layer("dropout"))
     """
-    surgeon = Surgeon(model, copy)
-    surgeon.add_job("delete_layer", layer, node_indices=node_indices)
-    return surgeon.operate()
+    return _single_job(model, copy, "delete_layer", layer, node_indices=node_indices)
 
 
 def insert_layer(
@@ -54,9 +53,9 @@ def insert_layer(
     Example:
         >>> new_model = insert_layer(model, "dense_2", keras.layers.Dropout(0.2))
     """
-    surgeon = Surgeon(model, copy)
-    surgeon.add_job("insert_layer", layer, new_layer=new_layer, node_indices=node_indices)
-    return surgeon.operate()
+    return _single_job(
+        model, copy, "insert_layer", layer, new_layer=new_layer, node_indices=node_indices
+    )
 
 
 def replace_layer(
@@ -72,9 +71,9 @@ def replace_layer(
     Example:
         >>> new_model = replace_layer(model, "relu", keras.layers.LeakyReLU())
     """
-    surgeon = Surgeon(model, copy)
-    surgeon.add_job("replace_layer", layer, new_layer=new_layer, node_indices=node_indices)
-    return surgeon.operate()
+    return _single_job(
+        model, copy, "replace_layer", layer, new_layer=new_layer, node_indices=node_indices
+    )
 
 
 def delete_channels(
@@ -95,6 +94,14 @@ def delete_channels(
     Example:
         >>> new_model = delete_channels(model, model.get_layer("conv1"), [0, 3])
     """
+    return _single_job(
+        model, copy, "delete_channels", layer, channels=channels, node_indices=node_indices
+    )
+
+
+def _single_job(
+    model: keras.Model, copy: bool | None, job: str, layer: LayerArg, **kwargs: Any
+) -> keras.Model:
     surgeon = Surgeon(model, copy)
-    surgeon.add_job("delete_channels", layer, channels=channels, node_indices=node_indices)
+    surgeon.add_job(job, layer, **kwargs)
     return surgeon.operate()
