@@ -6,6 +6,7 @@ import importlib
 
 import keras
 
+from kgraph.rules import conv_variants, normalization, wrappers
 from kgraph.rules.base import register_rule
 from kgraph.rules.channelwise import PassThroughRule, PerChannelRule, SpatialRule
 from kgraph.rules.conv import ConvRule
@@ -94,3 +95,5 @@ def register_builtin_rules() -> None:
                 cls = getattr(module, name, None)
                 if isinstance(cls, type):
                     register_rule(cls, rule)
+    for module in (conv_variants, normalization, wrappers):
+        module.register()
