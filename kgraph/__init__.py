@@ -24,6 +24,7 @@ from kgraph.ir import Node, Slot, Tensor
 from kgraph.lift import lift
 from kgraph.passes import (
     DeleteChannels,
+    DeleteHeads,
     DeleteLayer,
     EliminateDeadNodes,
     InsertLayer,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChannelError",
     "DeleteChannels",
+    "DeleteHeads",
     "DeleteLayer",
     "EliminateDeadNodes",
     "Graph",

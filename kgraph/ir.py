@@ -176,6 +176,8 @@ class Node:
         outputs: the node's output tensors, one per output slot.
         origin: `id()` of the Keras layer it was lifted from (None for new layers).
         path: where the layer sat in the original model (`backbone/conv1`).
+        meta: what passes remember about the node beyond Keras' config (e.g. the
+            mask of attention heads kept, in lifted coordinates).
     """
 
     name: str
@@ -192,6 +194,7 @@ class Node:
     outputs: tuple[Tensor, ...] = ()
     origin: int | None = None
     path: str = ""
+    meta: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
 
     @property
     def class_name(self) -> str:

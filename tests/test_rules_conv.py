@@ -225,3 +225,38 @@ def test_softmax_over_channels_is_not_function_preserving() -> None:
     np.testing.assert_allclose(
         np.asarray(pruned(inputs)), expected / expected.sum(1, keepdims=True), rtol=1e-5
     )
+
+
+def squeeze_excite(data_format: str) -> keras.Model:
+    """A squeeze-and-excitation block as keras.applications builds it."""
+    x = image_input(2, data_format)
+    features = L.Conv2D(4, 3, name="conv", data_format=data_format, activation="relu")(x)
+    gate = L.GlobalAveragePooling2D(data_format=data_format, name="squeeze_pool")(features)
+    gate = L.Dense(2, activation="relu", name="squeeze")(gate)
+    gate = L.Dense(4, activation="sigmoid", name="excite")(gate)
+    shape = (4, 1, 1) if data_format == "channels_first" else (1, 1, 4)
+    gate = L.Reshape(shape, name="gate")(gate)
+    y = L.Multiply(name="scale")([features, gate])
+    return keras.Model(x, L.Conv2D(2, 1, name="conv_2", data_format=data_format)(y))
+
+
+def test_squeeze_and_excitation_masks_line_up_across_the_broadcast(data_format: str) -> None:
+    model = squeeze_excite(data_format)
+    pruned = check_dead_channels(model, {"conv": [1, 2], "excite": [1, 2]})
+    np.testing.assert_array_equal(
+        weights_of(pruned, "squeeze")[0], np.delete(weights_of(model, "squeeze")[0], [1, 2], 0)
+    )
+    assert pruned.get_layer("gate").target_shape == (
+        (2, 1, 1) if data_format == "channels_first" else (1, 1, 2)
+    )
+    np.testing.assert_array_equal(
+        weights_of(pruned, "conv_2")[0], np.delete(weights_of(model, "conv_2")[0], [1, 2], 2)
+    )
+
+
+def test_squeeze_and_excitation_with_only_the_features_pruned_is_a_conflict() -> None:
+    import kgraph
+    from kgraph.passes import DeleteChannels
+
+    with pytest.raises(kgraph.MaskConflictError, match=r"'scale' \(Multiply\).*'conv'.*'excite'"):
+        kgraph.lift(squeeze_excite("channels_last")).apply(DeleteChannels("conv", [1]))

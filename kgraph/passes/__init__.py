@@ -7,6 +7,7 @@ Example:
 
 from kgraph.passes.base import Pass, PassResult
 from kgraph.passes.delete_channels import DeleteChannels
+from kgraph.passes.delete_heads import DeleteHeads
 from kgraph.passes.delete_layer import DeleteLayer
 from kgraph.passes.eliminate_dead_nodes import EliminateDeadNodes
 from kgraph.passes.insert_layer import InsertLayer
@@ -15,6 +16,7 @@ from kgraph.passes.replace_layer import ReplaceLayer
 
 __all__ = [
     "DeleteChannels",
+    "DeleteHeads",
     "DeleteLayer",
     "EliminateDeadNodes",
     "InsertLayer",

@@ -32,27 +32,29 @@ __all__ = ["DeleteChannels", "check_channels"]
 log = logging.getLogger(__name__)
 
 
-def check_channels(channels: Iterable[Any], count: int, node: Node) -> list[int]:
+def check_channels(
+    channels: Iterable[Any], count: int, node: Node, what: str = "channel"
+) -> list[int]:
     """`channels` as non-negative indices below `count`; `ChannelError` if any is bad.
 
     Negative indices count from the end. Booleans, floats, duplicates and indices
-    out of range are refused, naming the layer.
+    out of range are refused, naming the layer. `what` names the items ("head").
     """
-    where = f"{node.describe()}, which has {count} channels"
+    where = f"{node.describe()}, which has {count} {what}s"
     if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
-        raise ChannelError(f"channels must be a list of integers, got {channels!r} for {where}")
+        raise ChannelError(f"{what}s must be a list of integers, got {channels!r} for {where}")
     result = []
     for c in channels:
         if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral):
-            raise ChannelError(f"channel {c!r} is not an integer (deleting from {where})")
+            raise ChannelError(f"{what} {c!r} is not an integer (deleting from {where})")
         index = int(c) + count if c < 0 else int(c)
         if not 0 <= index < count:
-            raise ChannelError(f"channel {int(c)} is out of range for {where} (0..{count - 1})")
+            raise ChannelError(f"{what} {int(c)} is out of range for {where} (0..{count - 1})")
         result.append(index)
     duplicates = sorted({c for c in result if result.count(c) > 1})
     if duplicates:
         raise ChannelError(
-            f"channels {duplicates} are listed more than once (deleting from {where})"
+            f"{what}s {duplicates} are listed more than once (deleting from {where})"
         )
     return result
 

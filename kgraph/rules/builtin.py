@@ -7,6 +7,7 @@ import importlib
 import keras
 
 from kgraph.rules import conv_variants, normalization, wrappers
+from kgraph.rules.attention import MultiHeadAttentionRule
 from kgraph.rules.base import register_rule
 from kgraph.rules.channelwise import PassThroughRule, PerChannelRule, SpatialRule
 from kgraph.rules.conv import ConvRule
@@ -77,6 +78,7 @@ def register_builtin_rules() -> None:
         (("SimpleRNN",), RecurrentRule(gates=1)),
         (("GRU",), RecurrentRule(gates=3)),
         (("LSTM",), RecurrentRule(gates=4)),
+        (("MultiHeadAttention",), MultiHeadAttentionRule()),
     ]
     for names, rule in table:
         for name in names:
