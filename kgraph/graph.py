@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from kgraph.errors import KGraphError, LayerNotFoundError
+from kgraph.errors import KGraphError, LayerNotFoundError, SurgeryError
 from kgraph.ir import Node, Tensor
 
 if TYPE_CHECKING:
@@ -190,14 +190,17 @@ class Graph:
         if calls is None:
             return names
         by_index = {self.node(n).call_index: n for n in names}
-        wanted = list(calls)
-        bad = [
-            c for c in wanted if isinstance(c, bool) or not isinstance(c, int) or c not in by_index
-        ]
-        if bad or len(set(wanted)) != len(wanted):
-            raise KGraphError(
-                f"calls {wanted} do not select distinct calls of layer {layer!r}; "
-                f"its calls are {sorted(by_index)}"
+        wanted = list(calls) if isinstance(calls, (list, tuple)) else None
+        if (
+            wanted is None
+            or len(set(wanted)) != len(wanted)
+            or any(
+                isinstance(c, bool) or not isinstance(c, int) or c not in by_index for c in wanted
+            )
+        ):
+            raise SurgeryError(
+                f"calls {calls!r} do not select distinct calls of layer "
+                f"{self.node(names[0]).layer!r}; pass a list of its call indices {sorted(by_index)}"
             )
         return [by_index[c] for c in sorted(wanted)]
 

@@ -15,12 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 import numpy as np
+
+from kgraph.errors import KGraphError
 
 __all__ = [
     "Node",
@@ -30,9 +32,12 @@ __all__ = [
     "delete_from",
     "freeze_array",
     "full_mask",
+    "lifted_shape",
     "mask_summary",
     "remove_slot",
-    "tensor_slots",
+    "same_layer",
+    "seal",
+    "slots_in",
 ]
 
 
@@ -54,25 +59,33 @@ class Space:
 
 
 def freeze_array(array: Any) -> np.ndarray:
-    """Return `array` as a read-only numpy array (no copy when it already is one)."""
+    """`array` as a read-only numpy array: itself if it already is one, else a read-only copy.
+
+    The caller's array is never changed (not even its flags).
+    """
     array = np.asarray(array)
     if array.flags.writeable:
-        if array.base is not None or not array.flags.owndata:
-            array = array.copy()
+        array = array.copy()
         array.setflags(write=False)
+    return array
+
+
+def seal(array: np.ndarray) -> np.ndarray:
+    """Mark an array the caller has just created (and shares with no one) read-only."""
+    array.setflags(write=False)
     return array
 
 
 def full_mask(channels: int) -> np.ndarray:
     """A read-only mask that keeps all `channels`."""
-    return freeze_array(np.ones(channels, dtype=bool))
+    return seal(np.ones(channels, dtype=bool))
 
 
 def delete_from(mask: np.ndarray, channels: Iterable[int]) -> np.ndarray:
     """A copy of `mask` with the lifted `channels` set to False."""
     new = mask.copy()
     new[list(channels)] = False
-    return freeze_array(new)
+    return seal(new)
 
 
 def mask_summary(mask: np.ndarray | None) -> str:
@@ -131,6 +144,15 @@ class Tensor:
         return (
             f"Tensor({self.shape}, {self.dtype}, axis={self.axis}, mask {mask_summary(self.mask)})"
         )
+
+
+def lifted_shape(tensor: Tensor) -> tuple[int | None, ...]:
+    """The shape `tensor` would have with every lifted channel kept."""
+    if tensor.mask is None:
+        return tensor.shape
+    shape = list(tensor.shape)
+    shape[tensor.axis] = tensor.mask.size
+    return tuple(shape)
 
 
 def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -200,23 +222,30 @@ class Node:
     def class_name(self) -> str:
         return "Output" if self.cls is None else self.cls.__name__
 
+    @property
+    def class_path(self) -> str:
+        """The class with its module (`keras.src.ops.numpy.Add`), for classes of ops."""
+        return "Output" if self.cls is None else f"{self.cls.__module__}.{self.cls.__qualname__}"
+
+    def _index(self, name: str) -> int:
+        if name not in self.weight_names:
+            raise KGraphError(
+                f"{self.describe()} has no weight {name!r}; it has {list(self.weight_names)}"
+            )
+        return self.weight_names.index(name)
+
     def weight(self, name: str) -> np.ndarray:
         """The weight called `name` (e.g. "kernel")."""
-        try:
-            return self.weights[self.weight_names.index(name)]
-        except ValueError:
-            raise KeyError(
-                f"{self.describe()} has no weight {name!r}; it has {list(self.weight_names)}"
-            ) from None
+        return self.weights[self._index(name)]
 
     def has_weight(self, name: str) -> bool:
         return name in self.weight_names
 
     def with_weights(self, **updates: np.ndarray) -> Node:
-        """A copy with the named weights replaced."""
+        """A copy with the named weights replaced (arrays are copied unless read-only)."""
         weights = list(self.weights)
         for name, value in updates.items():
-            weights[self.weight_names.index(name)] = value
+            weights[self._index(name)] = value
         return attrs.evolve(self, weights=tuple(weights))
 
     def with_config(self, **updates: Any) -> Node:
@@ -233,11 +262,20 @@ class Node:
         return f"Node({self.name!r}, {self.class_name})"
 
 
-def tensor_slots(template: Sequence[Any] | Mapping[str, Any]) -> list[Slot]:
-    """All `Slot` placeholders in a call template, in order."""
+def slots_in(template: Any) -> list[int]:
+    """Indices of the `Slot` placeholders in (part of) a call template, in order."""
     from keras import tree
 
-    return [leaf for leaf in tree.flatten(template) if isinstance(leaf, Slot)]
+    if template is None:
+        return []
+    return [leaf.index for leaf in tree.flatten(template) if isinstance(leaf, Slot)]
+
+
+def same_layer(first: Node, other: Node) -> bool:
+    """True when two calls of one layer agree on config and weights (one layer serves both)."""
+    if dict(first.config) != dict(other.config) or len(first.weights) != len(other.weights):
+        return False
+    return all(a is b or np.array_equal(a, b) for a, b in zip(first.weights, other.weights))
 
 
 def remove_slot(template: Any, slot: int) -> Any:

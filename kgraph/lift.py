@@ -25,7 +25,7 @@ import numpy as np
 
 from kgraph.errors import KGraphError, LiftError
 from kgraph.graph import Graph
-from kgraph.ir import Node, Slot
+from kgraph.ir import Node, Slot, seal
 from kgraph.keras_utils import functional_of, layer_weight_names, nodes_in_order, tensor_record
 from kgraph.passes.propagate_masks import update_node
 from kgraph.rules.base import fresh_output
@@ -241,7 +241,7 @@ def lift(model: keras.Model) -> Graph:
 def _weights(operation: Any) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
     if not isinstance(operation, keras.layers.Layer) or not operation.weights:
         return (), ()
-    return layer_weight_names(operation), tuple(operation.get_weights())
+    return layer_weight_names(operation), tuple(seal(w) for w in operation.get_weights())
 
 
 def _input_node(tensor: Any, layer: Any) -> Node:

@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import keras
-import numpy as np
 
 from kgraph.errors import LowerError
-from kgraph.ir import Node
-from kgraph.keras_utils import fill_template
+from kgraph.ir import Node, same_layer
+from kgraph.keras_utils import fill_template, from_config
 
 if TYPE_CHECKING:
     from kgraph.graph import Graph
@@ -27,15 +26,9 @@ __all__ = ["lower"]
 
 def _create(node: Node) -> Any:
     try:
-        return node.cls.from_config(dict(node.config))
+        return from_config(node.cls, node.config)
     except Exception as error:  # Keras raises many error types from constructors
         raise LowerError(f"could not create {node.describe()} from its config: {error}") from error
-
-
-def _same_call(first: Node, other: Node) -> bool:
-    if dict(first.config) != dict(other.config) or len(first.weights) != len(other.weights):
-        return False
-    return all(a is b or np.array_equal(a, b) for a, b in zip(first.weights, other.weights))
 
 
 def _set_weights(layer: Any, node: Node) -> None:
@@ -68,7 +61,7 @@ def lower(graph: Graph) -> keras.Model:
         values = [tensors[p] for p in graph.producers(name)]
         if node.layer in layers:
             layer, first = layers[node.layer]
-            if not _same_call(first, node):
+            if not same_layer(first, node):
                 raise LowerError(
                     f"calls {first.name!r} and {node.name!r} of shared layer {node.layer!r} "
                     f"({node.class_name}) were changed differently, so one layer cannot serve "

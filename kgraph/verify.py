@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from kgraph.errors import VerificationError
-from kgraph.ir import tensor_slots
+from kgraph.ir import Node, same_layer, slots_in
 from kgraph.rules import rule_for
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def _structure(graph: Graph) -> list[str]:
         slots = sorted(key for _, _, key in g.in_edges(name, keys=True))
         expected = {"input": 0, "output": 1}.get(node.kind)
         if expected is None:
-            expected = len(tensor_slots((node.args, dict(node.kwargs))))
+            expected = len(slots_in((node.args, dict(node.kwargs))))
         if slots != list(range(expected)):
             problems.append(f"{node.describe()} has input slots {slots}, its call needs {expected}")
         for src, slot in graph.producers(name):
@@ -54,6 +54,7 @@ def _structure(graph: Graph) -> list[str]:
 
 def _consistency(graph: Graph) -> list[str]:
     problems = []
+    shared: dict[str, Node] = {}
     for name in graph.nx.nodes:
         node = graph.node(name)
         current = graph.input_tensors(name)
@@ -66,6 +67,12 @@ def _consistency(graph: Graph) -> list[str]:
                 problems.append(
                     f"{node.describe()} outputs {tensor} whose mask does not match its shape"
                 )
+        first = shared.setdefault(node.layer, node)
+        if node.kind in ("layer", "op") and first is not node and not same_layer(first, node):
+            problems.append(
+                f"calls {first.name!r} and {node.name!r} of shared layer {node.layer!r} "
+                "disagree on config or weights"
+            )
         if node.kind == "output" and node.inputs and node.inputs[0].empty:
             problems.append(f"{node.describe()} has no channels left")
         if node.kind in ("layer", "op"):

@@ -285,7 +285,7 @@ def test_replace_with_a_built_layer_uses_its_weights() -> None:
 def test_replace_with_a_layer_built_for_other_shapes_is_refused() -> None:
     new = L.Dense(4, name="wrong")
     new.build((None, 9))
-    with pytest.raises(kgraph.SurgeryError, match=r"'wrong' \(Dense\) was built with weights"):
+    with pytest.raises(kgraph.SurgeryError, match=r"'wrong' \(Dense\) has weights of shapes"):
         kgraph.lift(dense_chain()).apply(ReplaceLayer("dense_2", new))
 
 
@@ -448,3 +448,78 @@ def test_a_wider_replacement_is_reported_where_the_width_matters() -> None:
     model = keras.Model(x, y)
     with pytest.raises(kgraph.ChannelError, match=r"'conv_2' \(Conv2D\) now carries 5 channels"):
         kgraph.lift(model).apply(ReplaceLayer("conv_1", L.Conv2D(5, 3, name="wide")))
+
+
+def test_a_new_layer_inserted_at_every_call_of_a_shared_layer_is_one_shared_layer() -> None:
+    shared = L.Dense(4, name="shared")
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    model = keras.Model([a, b], L.Add(name="add")([shared(a), shared(b)]))
+    lowered = kgraph.lift(model).apply(InsertLayer("shared", L.Dense(3, name="pre"))).lower()
+    pre = lowered.get_layer("pre")
+    assert len(pre._inbound_nodes) == 2
+    replaced = kgraph.lift(model).apply(ReplaceLayer("shared", L.Dense(4, name="new"))).lower()
+    assert len(replaced.get_layer("new")._inbound_nodes) == 2
+
+
+@pytest.mark.parametrize("order", ["delete first", "insert first"])
+def test_a_built_layer_fits_the_lifted_or_the_current_width(order: str) -> None:
+    """A BatchNorm built for the lifted width is sliced like the channels around it."""
+    x = keras.Input((6,))
+    y = L.Dense(8, name="d1")(x)
+    model = keras.Model(x, L.Dense(2, name="d2")(y))
+    bn = L.BatchNormalization(name="bn")
+    bn.build((None, 8))
+    bn.set_weights([np.arange(8, dtype="float32") + 1, *(np.ones(8, "float32"),) * 3])
+    passes = [DeleteChannels("d1", [0, 1]), InsertLayer("d2", bn)]
+    if order == "insert first":
+        passes.reverse()
+    lowered = kgraph.lift(model).apply(*passes, verify=True).lower()
+    np.testing.assert_array_equal(lowered.get_layer("bn").get_weights()[0], np.arange(2, 8) + 1)
+
+
+def test_new_layer_must_be_a_layer_instance() -> None:
+    for bad in (None, "relu", L.Dense, keras.Sequential([L.Dense(2)])):
+        with pytest.raises(kgraph.SurgeryError, match=r"needs new_layer to be a keras Layer"):
+            InsertLayer("dense_1", bad)
+        with pytest.raises(kgraph.SurgeryError, match=r"needs new_layer to be a keras Layer"):
+            ReplaceLayer("dense_1", bad)
+
+
+def test_bad_calls_selection() -> None:
+    graph = kgraph.lift(dense_chain())
+    for calls in (0, [1], [0, 0], ["0"]):
+        with pytest.raises(kgraph.SurgeryError, match=r"calls .* of layer 'dense_1'"):
+            graph.apply(DeleteLayer("dense_1", calls=calls))
+
+
+def test_lambda_layers_survive_a_round_trip_and_can_be_inserted() -> None:
+    x = keras.Input((4,))
+    y = L.Lambda(lambda t: t * 2.0, name="double")(L.Dense(3, name="dense")(x))
+    model = keras.Model(x, y)
+    lowered = kgraph.lift(model).lower()
+    assert_same_outputs(model, lowered, sample_inputs(model))
+    inserted = (
+        kgraph.lift(dense_chain())
+        .apply(InsertLayer("dense_2", L.Lambda(lambda t: t + 1.0, name="plus_one")))
+        .lower()
+    )
+    assert "plus_one" in [layer.name for layer in inserted.layers]
+
+
+def test_rule_authors_arrays_are_copied_not_frozen() -> None:
+    node = kgraph.lift(dense_chain()).node("dense_1")
+    mine = np.zeros_like(node.weight("kernel"))
+    new = node.with_weights(kernel=mine)
+    assert mine.flags.writeable
+    mine[0, 0] = 5.0
+    assert new.weight("kernel")[0, 0] == 0.0 and not new.weight("kernel").flags.writeable
+
+
+def test_verify_catches_calls_of_a_shared_layer_that_disagree() -> None:
+    shared = L.Dense(4, name="shared")
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    work = kgraph.lift(keras.Model([a, b], L.Add(name="add")([shared(a), shared(b)]))).copy()
+    node = work.node("shared@1")
+    work.set_node(node.with_weights(bias=np.ones(4, "float32")))
+    with pytest.raises(kgraph.VerificationError, match=r"'shared@0' and 'shared@1'.*disagree"):
+        work.verify()

@@ -17,7 +17,7 @@ import attrs
 from kgraph.errors import SurgeryError
 from kgraph.graph import Graph, LayerRef
 from kgraph.passes.base import Pass, optional_tuple
-from kgraph.passes.splice import new_layer_name, new_layer_node, single_input
+from kgraph.passes.splice import check_new_layer, new_layer_name, new_layer_node, single_input
 
 __all__ = ["InsertLayer"]
 
@@ -28,13 +28,14 @@ class InsertLayer(Pass):
 
     name: ClassVar[str] = "insert-layer"
     layer: LayerRef
-    new_layer: Any
+    new_layer: Any = attrs.field(validator=check_new_layer)
     after: bool = False
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
     def run(self, graph: Graph) -> bool:
         targets = graph.find_calls(self.layer, self.calls)
         name = new_layer_name(graph, self.new_layer)
+        weights = None  # the first call's, so that every call shares one layer
         for index, target in enumerate(targets):
             node = graph.node(target)
             if self.after:
@@ -47,8 +48,14 @@ class InsertLayer(Pass):
                 src, src_slot = single_input(graph, node, "insert a layer before")
             tensor = graph.node(src).outputs[src_slot]
             new = new_layer_node(
-                graph, self.new_layer, [tensor], name=name, index=index, calls=len(targets)
+                self.new_layer,
+                [tensor],
+                name=name,
+                index=index,
+                calls=len(targets),
+                weights=weights,
             )
+            weights = new.weights
             graph.add_node(new)
             if self.after:
                 graph.redirect_users(target, 0, new.name, 0)

@@ -18,7 +18,7 @@ import numpy as np
 
 from kgraph.errors import ChannelError, KGraphError
 from kgraph.graph import Graph
-from kgraph.ir import Node, Tensor, remove_slot
+from kgraph.ir import Node, Tensor, remove_slot, seal
 from kgraph.passes.base import Pass
 from kgraph.rules import rule_for
 from kgraph.rules.base import data_slots
@@ -84,7 +84,7 @@ def _vanish(node: Node, inputs: Sequence[Tensor]) -> Node:
                 f"every channel reaching {node.describe()} was deleted, and its output has no "
                 "channel axis kgraph can remove; keep at least one channel"
             )
-        outputs.append(out.with_mask(np.zeros_like(out.mask)))
+        outputs.append(out.with_mask(seal(np.zeros_like(out.mask))))
     return attrs.evolve(node, inputs=tuple(inputs), outputs=tuple(outputs))
 
 

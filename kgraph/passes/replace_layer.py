@@ -16,7 +16,12 @@ import attrs
 from kgraph.errors import SurgeryError
 from kgraph.graph import Graph, LayerRef
 from kgraph.passes.base import Pass, optional_tuple
-from kgraph.passes.splice import accepted_kwargs, new_layer_name, new_layer_node
+from kgraph.passes.splice import (
+    accepted_kwargs,
+    check_new_layer,
+    new_layer_name,
+    new_layer_node,
+)
 
 __all__ = ["ReplaceLayer"]
 
@@ -27,7 +32,7 @@ class ReplaceLayer(Pass):
 
     name: ClassVar[str] = "replace-layer"
     layer: LayerRef
-    new_layer: Any
+    new_layer: Any = attrs.field(validator=check_new_layer)
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
     def run(self, graph: Graph) -> bool:
@@ -40,12 +45,12 @@ class ReplaceLayer(Pass):
             graph.remove_node(node.name)
         name = new_layer_name(graph, self.new_layer)
         renamed: dict[str, str] = {}
+        weights = None  # the first call's, so that every call shares one layer
         for index, (node, producers, _) in enumerate(wiring):
             # A call may read another call of the same layer: it is already replaced.
             sources = [(renamed.get(src, src), slot) for src, slot in producers]
             inputs = [graph.node(src).outputs[slot] for src, slot in sources]
             new = new_layer_node(
-                graph,
                 self.new_layer,
                 inputs,
                 name=name,
@@ -53,7 +58,9 @@ class ReplaceLayer(Pass):
                 calls=len(wiring),
                 args=node.args,
                 kwargs=accepted_kwargs(self.new_layer, dict(node.kwargs)),
+                weights=weights,
             )
+            weights = new.weights
             graph.add_node(new)
             renamed[node.name] = new.name
             for slot, (src, src_slot) in enumerate(sources):

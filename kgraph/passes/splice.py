@@ -11,13 +11,14 @@ import keras
 
 from kgraph.errors import SurgeryError
 from kgraph.graph import Graph
-from kgraph.ir import Node, Slot, Tensor
-from kgraph.keras_utils import call_new_layer
+from kgraph.ir import Node, Slot, Tensor, slots_in
+from kgraph.keras_utils import call_new_layer, lifted_tensor
 from kgraph.rules import rule_for
 
 __all__ = [
     "accepted_kwargs",
     "call_name",
+    "check_new_layer",
     "new_layer_name",
     "new_layer_node",
     "single_input",
@@ -32,6 +33,15 @@ def call_name(layer_name: str, index: int, calls: int) -> str:
     return layer_name if calls == 1 else f"{layer_name}@{index}"
 
 
+def check_new_layer(instance: Any, attribute: Any, layer: Any) -> None:
+    """attrs validator: the `new_layer` option must be a Keras Layer instance, not a Model."""
+    if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+        raise SurgeryError(
+            f"{type(instance).__name__} needs new_layer to be a keras Layer instance (not a "
+            f"Model or a class), got {type(layer).__name__}: {layer!r}"
+        )
+
+
 def new_layer_name(graph: Graph, layer: keras.layers.Layer) -> str:
     """`layer.name`, or a free variant of it when the graph already uses that name."""
     name = graph.unique_name(layer.name)
@@ -43,7 +53,6 @@ def new_layer_name(graph: Graph, layer: keras.layers.Layer) -> str:
 
 
 def new_layer_node(
-    graph: Graph,
     layer: keras.layers.Layer,
     inputs: list[Tensor],
     *,
@@ -52,18 +61,25 @@ def new_layer_node(
     calls: int,
     args: tuple[Any, ...] = (Slot(0),),
     kwargs: dict[str, Any] | None = None,
+    weights: tuple[Any, ...] | None = None,
 ) -> Node:
-    """The node of call `index` of the new `layer`, its outputs inferred by its rule."""
+    """The node of call `index` of the new `layer` on `inputs`, its outputs inferred.
+
+    The layer is built for the tensors as they are now or, if its weights fit them
+    instead, as they were lifted (the channels deleted since are sliced off later).
+    `weights` (those of an earlier call) make every call of a shared new layer agree.
+    """
     node = call_new_layer(
         layer,
-        inputs,
+        [inputs, [lifted_tensor(t) for t in inputs]],
         name=name,
         node_name=call_name(name, index, calls),
         call_index=index,
         args=args,
         kwargs=kwargs or {},
+        weights=weights,
     )
-    return attrs.evolve(node, outputs=rule_for(node).infer(node, inputs))
+    return attrs.evolve(node, outputs=rule_for(node).infer(node, node.inputs))
 
 
 def split_calls(graph: Graph, names: list[str], suffix: str) -> list[str]:
@@ -100,11 +116,7 @@ def accepted_kwargs(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> dict[s
     (`training=False`, ...) stay when `layer.call` accepts them.
     """
     parameters = inspect.signature(layer.call).parameters
-    return {k: v for k, v in kwargs.items() if _has_slot(v) or k in parameters}
-
-
-def _has_slot(value: Any) -> bool:
-    return any(isinstance(leaf, Slot) for leaf in keras.tree.flatten(value))
+    return {k: v for k, v in kwargs.items() if slots_in(v) or k in parameters}
 
 
 def single_input(graph: Graph, node: Node, action: str) -> tuple[str, int]:

@@ -28,7 +28,7 @@ import attrs
 import numpy as np
 
 from kgraph.errors import ChannelError, KGraphError, UnsupportedLayerError
-from kgraph.ir import Node, Slot, Space, Tensor, full_mask
+from kgraph.ir import Node, Space, Tensor, full_mask, lifted_shape, seal, slots_in
 
 __all__ = [
     "OpaqueRule",
@@ -195,15 +195,6 @@ def carry(out: Tensor, source: Tensor, axis: int | None = None) -> Tensor:
     return attrs.evolve(out, shape=tuple(shape), axis=axis, mask=source.mask, space=source.space)
 
 
-def lifted_shape(tensor: Tensor) -> tuple[int | None, ...]:
-    """The shape `tensor` would have with every lifted channel kept."""
-    if tensor.mask is None:
-        return tensor.shape
-    shape = list(tensor.shape)
-    shape[tensor.axis] = tensor.mask.size
-    return tuple(shape)
-
-
 def normalize_axis(axis: int, rank: int) -> int:
     """A possibly negative axis as a non-negative index into a shape of `rank`."""
     return axis + rank if axis < 0 else axis
@@ -211,14 +202,12 @@ def normalize_axis(axis: int, rank: int) -> int:
 
 def data_slots(node: Node) -> list[int]:
     """Input slots of the call's positional arguments (not `mask=`/`initial_state=`)."""
-    from keras import tree
-
-    return [leaf.index for leaf in tree.flatten(node.args) if isinstance(leaf, Slot)]
+    return slots_in(node.args)
 
 
 def take(array: np.ndarray, keep: np.ndarray, axis: int) -> np.ndarray:
-    """The entries of `array` along `axis` where `keep` is True."""
-    return np.compress(keep, array, axis=axis)
+    """The entries of `array` along `axis` where `keep` is True (a new read-only array)."""
+    return seal(np.compress(keep, np.asarray(array), axis=axis))
 
 
 def expect_weights(node: Node, rule: Rule, *allowed: str) -> None:

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from kgraph.errors import MaskConflictError
-from kgraph.ir import Node, Tensor, freeze_array, mask_summary
+from kgraph.ir import Node, Tensor, mask_summary, seal
 from kgraph.rules.base import Rule, carry, data_slots, fresh_output, normalize_axis
 
 __all__ = ["ConcatenateRule", "ElementwiseMergeRule", "branch_name"]
@@ -119,7 +119,7 @@ class ConcatenateRule(Rule):
             if first is None:
                 return (out if out.space is not None else fresh_output(node, out),)
             return (carry(out, first, axis=len(out.shape) - _from_end(first)),)
-        mask = freeze_array(np.concatenate([t.mask for t in tensors]))
+        mask = seal(np.concatenate([t.mask for t in tensors]))
         space = ("concat", node.name, tuple(t.space for t in tensors))
         shape = list(out.shape)
         shape[axis] = int(mask.sum())

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from kgraph.errors import MaskConflictError
-from kgraph.ir import Node, Slot, Tensor
+from kgraph.ir import Node, Tensor, slots_in
 from kgraph.rules.base import take
 from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
@@ -80,7 +80,4 @@ def _kept(tensor: Tensor) -> str:
 
 
 def _state_slots(node: Node) -> list[int]:
-    from keras import tree
-
-    states = node.kwargs.get("initial_state")
-    return [leaf.index for leaf in tree.flatten(states) if isinstance(leaf, Slot)] if states else []
+    return slots_in(node.kwargs.get("initial_state"))

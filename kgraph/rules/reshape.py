@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from kgraph.ir import Node, Tensor, freeze_array
+from kgraph.ir import Node, Tensor, seal
 from kgraph.rules.base import Rule, carry, fresh_output, lifted_shape
 from kgraph.rules.channelwise import PassThroughRule, data_format_axis
 
@@ -43,7 +43,7 @@ def _flat_output(node: Node, out: Tensor, source: Tensor, flat: np.ndarray | Non
     if flat is None:
         return fresh_output(node, out) if out.space is None else out
     space = ("flat", node.name, source.space)
-    mask = freeze_array(flat.reshape(-1))
+    mask = seal(np.array(flat).reshape(-1))
     return attrs.evolve(out, shape=(out.shape[0], int(mask.sum())), axis=1, mask=mask, space=space)
 
 
