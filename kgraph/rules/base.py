@@ -33,13 +33,19 @@ from kgraph.ir import Node, Space, Tensor, full_mask, lifted_shape, seal, slots_
 __all__ = [
     "OpaqueRule",
     "Rule",
+    "WeightlessRule",
+    "carry",
     "data_slots",
+    "default_axis",
+    "expect_weights",
     "fresh_output",
     "lifted_shape",
+    "new_space",
     "normalize_axis",
     "not_owner_error",
     "register_rule",
     "rule_for",
+    "take",
     "unregister_rule",
 ]
 
@@ -97,6 +103,17 @@ class Rule:
             f"whose rule {type(self).__name__} cannot follow them{reason}. Keep those "
             f"channels, or register a rule with kgraph.register_rule({node.class_name}, rule)"
         )
+
+
+class WeightlessRule(Rule):
+    """Base of rules for layers with nothing to slice: any channel change passes through."""
+
+    any_channel_count = True
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        return node
 
 
 def not_owner_error(node: Node) -> ChannelError:

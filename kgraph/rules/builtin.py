@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import keras
 
 from kgraph.rules import conv_variants, normalization, wrappers
@@ -13,7 +11,7 @@ from kgraph.rules.channelwise import PassThroughRule, PerChannelRule, SpatialRul
 from kgraph.rules.conv import ConvRule
 from kgraph.rules.dense import DenseRule, EmbeddingRule
 from kgraph.rules.merge import ConcatenateRule, ElementwiseMergeRule
-from kgraph.rules.ops import BINARY_OPS, REDUCE_OPS, UNARY_OPS, BinaryOpRule, ReduceOpRule
+from kgraph.rules.ops import register_op_rules
 from kgraph.rules.recurrent import RecurrentRule
 from kgraph.rules.reshape import (
     FlattenRule,
@@ -85,17 +83,6 @@ def register_builtin_rules() -> None:
             cls = getattr(layers, name, None)
             if cls is not None:
                 register_rule(cls, rule)
-    op_rules = (
-        (UNARY_OPS, PassThroughRule()),
-        (BINARY_OPS, BinaryOpRule()),
-        (REDUCE_OPS, ReduceOpRule()),
-    )
-    for ops, rule in op_rules:
-        for module_name, names in ops.items():
-            module = importlib.import_module(module_name)
-            for name in names:
-                cls = getattr(module, name, None)
-                if isinstance(cls, type):
-                    register_rule(cls, rule)
+    register_op_rules(register_rule)
     for module in (conv_variants, normalization, wrappers):
         module.register()

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from kgraph.ir import Node, Tensor
-from kgraph.rules.base import Rule, carry, expect_weights, normalize_axis, take
+from kgraph.rules.base import Rule, WeightlessRule, carry, expect_weights, normalize_axis, take
 
 __all__ = ["PassThroughRule", "PerChannelRule", "SpatialRule", "data_format_axis"]
 
@@ -24,18 +24,11 @@ def data_format_axis(node: Node, rank: int) -> int:
     return 1 if node.config.get("data_format") == "channels_first" else rank - 1
 
 
-class PassThroughRule(Rule):
+class PassThroughRule(WeightlessRule):
     """Output 0 carries input 0's channels; nothing to slice (ReLU, Dropout, ...)."""
-
-    any_channel_count = True
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         return (carry(node.outputs[0], inputs[0]),)
-
-    def slice_inputs(
-        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
-    ) -> Node:
-        return node
 
 
 class SpatialRule(PassThroughRule):
@@ -48,7 +41,7 @@ class SpatialRule(PassThroughRule):
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         source = inputs[0]
         if source.axis is not None and source.axis != data_format_axis(node, len(source.shape)):
-            return super(PassThroughRule, self).infer(node, inputs)
+            return Rule.infer(self, node, inputs)  # another axis: opaque, new channels
         return (carry(node.outputs[0], source),)
 
     def slice_inputs(

@@ -1,9 +1,377 @@
-"""Rules for more Keras layer families (being written)."""
+"""Rules for the convolution variants: depthwise, separable, transposed and grouped.
+
+Keras keeps one kernel layout per family in both data formats (only the tensors'
+channel axis moves):
+
+- DepthwiseConv1D/2D: kernel (*k, in, m), bias (in * m,); output channel `c * m + j`
+  is filter j of input channel c. It owns no channels: deleting input channel c
+  deletes its m outputs, so the output's mask follows the input's.
+- SeparableConv1D/2D: depthwise_kernel (*k, in, m), pointwise_kernel (1..., in * m,
+  filters), bias (filters,); owns `filters`.
+- Conv1D/2D/3DTranspose: kernel (*k, filters, in) -- the output axis comes first;
+  owns `filters`.
+- Conv1D/2D/3D with `groups` G: kernel (*k, in / G, filters); output group g (filters
+  g * F/G ...) reads only input group g. Deletions must leave every group the same size;
+  an input group deleted entirely takes its output group with it.
+
+Example:
+    >>> x = keras.Input((16, 16, 8))
+    >>> y = keras.layers.Conv2D(8, 1, name="expand")(x)
+    >>> y = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(y)
+    >>> y = keras.layers.Conv2D(4, 1, name="project")(y)
+    >>> smaller = kgraph.lift(keras.Model(x, y)).apply(DeleteChannels("expand", [0])).lower()
+    >>> smaller.get_layer("dw").get_weights()[0].shape   # (3, 3, 7, 2); outputs 0, 1 gone
+    (3, 3, 7, 2)
+"""
 
 from __future__ import annotations
 
-__all__ = ["register"]
+from collections.abc import Sequence
+
+import attrs
+import keras
+import numpy as np
+
+from kgraph.errors import ChannelError
+from kgraph.ir import Node, Tensor, freeze_array
+from kgraph.rules.base import (
+    Rule,
+    carry,
+    data_slots,
+    expect_weights,
+    fresh_output,
+    register_rule,
+    take,
+)
+from kgraph.rules.channelwise import data_format_axis
+from kgraph.rules.conv import ConvRule
+from kgraph.rules.producer import ProducerRule
+
+__all__ = [
+    "ConvTransposeRule",
+    "DepthwiseConvRule",
+    "GroupedConvRule",
+    "SeparableConvRule",
+    "register",
+]
+
+
+def _input_channels(node: Node) -> int | None:
+    """Channels of input 0 on the axis the layer reads (None when they sit elsewhere)."""
+    if not node.inputs:
+        return None
+    source = node.inputs[0]
+    if source.axis is None or source.axis != data_format_axis(node, len(source.shape)):
+        return None
+    return source.channels
+
+
+class DepthwiseConvRule(Rule):
+    """DepthwiseConv1D/2D: kernel (*k, in, depth_multiplier), bias (in * depth_multiplier,).
+
+    Output channel `c * m + j` depends on input channel c only, so the output's
+    channels are derived from the input's: deleting input channel c deletes outputs
+    `c * m .. c * m + m - 1` (with m = 1 the output simply keeps the input's channels).
+    A depthwise conv owns no channels; deleting some of the m outputs of one input
+    channel alone cannot be expressed in Keras' layout and is refused.
+    """
+
+    known_weights = ("kernel", "bias")
+
+    def multiplier(self, node: Node) -> int:
+        return int(node.config.get("depth_multiplier", 1))
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        source, out = inputs[0], node.outputs[0]
+        axis = data_format_axis(node, len(out.shape))
+        if source.mask is None or source.axis != data_format_axis(node, len(source.shape)):
+            return (fresh_output(node, out, axis),)
+        m = self.multiplier(node)
+        if m == 1:
+            return (carry(out, source, axis=axis),)
+        mask = freeze_array(np.repeat(source.mask, m))
+        space = ("depthwise", node.name, source.space, m)
+        shape = list(out.shape)
+        shape[axis] = int(mask.sum())
+        return (attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space),)
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        first = data_slots(node)[:1]
+        for slot, keep in enumerate(keeps):
+            if keep is None:
+                continue
+            if slot not in first:
+                raise self.unsupported(
+                    node, inputs[slot], slot, "only its first input can lose channels"
+                )
+            source = inputs[slot]
+            expected = data_format_axis(node, len(source.shape))
+            if source.axis != expected:
+                raise self.unsupported(
+                    node,
+                    source,
+                    slot,
+                    f"the deleted channels sit on axis {source.axis}, but its data_format "
+                    f"{node.config.get('data_format')!r} reads channels on axis {expected}",
+                )
+            expect_weights(node, self, *self.known_weights)
+            kernel = node.weight("kernel")
+            updates = {"kernel": take(kernel, keep, kernel.ndim - 2)}
+            if node.has_weight("bias"):
+                updates["bias"] = take(node.weight("bias"), np.repeat(keep, kernel.shape[-1]), 0)
+            node = node.with_weights(**updates)
+        return node
+
+    def check(self, node: Node) -> list[str]:
+        problems = []
+        m = self.multiplier(node)
+        channels = _input_channels(node)
+        if node.has_weight("kernel"):
+            kernel = node.weight("kernel")
+            if kernel.shape[-1] != m:
+                problems.append(f"has kernel {kernel.shape} but depth_multiplier={m}")
+            if channels is not None and kernel.shape[-2] != channels:
+                problems.append(f"has kernel {kernel.shape} for {channels} input channels")
+        if channels is not None and node.has_weight("bias"):
+            bias = node.weight("bias")
+            if bias.shape[0] != channels * m:
+                problems.append(f"has bias {bias.shape} for {channels} x {m} output channels")
+        return problems
+
+
+class SeparableConvRule(ProducerRule):
+    """SeparableConv1D/2D: a depthwise kernel (*k, in, m), then a pointwise kernel
+    (1..., in * m, filters) and bias (filters,); owns `filters`.
+
+    Input channel c removes depthwise_kernel[..., c, :] and pointwise rows `c * m + j`.
+    """
+
+    channels_key = "filters"
+    known_weights = ("depthwise_kernel", "pointwise_kernel", "bias")
+
+    def output_axis(self, node: Node, rank: int) -> int:
+        return data_format_axis(node, rank)
+
+    def input_axis(self, node: Node, rank: int) -> int:
+        return data_format_axis(node, rank)
+
+    def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
+        depthwise = node.weight("depthwise_kernel")
+        pointwise = node.weight("pointwise_kernel")
+        rows = np.repeat(keep, depthwise.shape[-1])
+        return node.with_weights(
+            depthwise_kernel=take(depthwise, keep, depthwise.ndim - 2),
+            pointwise_kernel=take(pointwise, rows, pointwise.ndim - 2),
+        )
+
+    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
+        pointwise = node.weight("pointwise_kernel")
+        updates = {"pointwise_kernel": take(pointwise, keep, pointwise.ndim - 1)}
+        if node.has_weight("bias"):
+            updates["bias"] = take(node.weight("bias"), keep, 0)
+        return node.with_weights(**updates)
+
+    def check(self, node: Node) -> list[str]:
+        problems = []
+        own = self.owned_output(node)
+        if own is not None and node.config.get("filters") != own.channels:
+            problems.append(
+                f"has filters={node.config.get('filters')} but outputs {own.channels} channels"
+            )
+        if not (node.has_weight("depthwise_kernel") and node.has_weight("pointwise_kernel")):
+            return problems
+        depthwise = node.weight("depthwise_kernel")
+        pointwise = node.weight("pointwise_kernel")
+        channels = _input_channels(node)
+        if channels is not None and depthwise.shape[-2] != channels:
+            problems.append(f"has depthwise_kernel {depthwise.shape} for {channels} channels")
+        if pointwise.shape[-2] != depthwise.shape[-2] * depthwise.shape[-1]:
+            problems.append(
+                f"has pointwise_kernel {pointwise.shape} after depthwise_kernel {depthwise.shape}"
+            )
+        if own is not None:
+            for name in ("pointwise_kernel", "bias"):
+                if node.has_weight(name) and node.weight(name).shape[-1] != own.channels:
+                    problems.append(
+                        f"has {name} {node.weight(name).shape} for {own.channels} filters"
+                    )
+        return problems
+
+
+class ConvTransposeRule(ProducerRule):
+    """Conv1D/2D/3DTranspose: kernel (*k, filters, in), bias (filters,); owns `filters`.
+
+    The kernel's last axis reads the input channels and axis -2 makes the filters
+    (the reverse of Conv).
+    """
+
+    channels_key = "filters"
+    known_weights = ("kernel", "bias")
+
+    def output_axis(self, node: Node, rank: int) -> int:
+        return data_format_axis(node, rank)
+
+    def input_axis(self, node: Node, rank: int) -> int:
+        return data_format_axis(node, rank)
+
+    def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
+        kernel = node.weight("kernel")
+        return node.with_weights(kernel=take(kernel, keep, kernel.ndim - 1))
+
+    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
+        kernel = node.weight("kernel")
+        updates = {"kernel": take(kernel, keep, kernel.ndim - 2)}
+        if node.has_weight("bias"):
+            updates["bias"] = take(node.weight("bias"), keep, 0)
+        return node.with_weights(**updates)
+
+    def check(self, node: Node) -> list[str]:
+        problems = []
+        own = self.owned_output(node)
+        if own is not None and node.config.get("filters") != own.channels:
+            problems.append(
+                f"has filters={node.config.get('filters')} but outputs {own.channels} channels"
+            )
+        if not node.has_weight("kernel"):
+            return problems
+        kernel = node.weight("kernel")
+        channels = _input_channels(node)
+        if channels is not None and kernel.shape[-1] != channels:
+            problems.append(f"has kernel {kernel.shape} for {channels} input channels")
+        if own is not None and kernel.shape[-2] != own.channels:
+            problems.append(f"has kernel {kernel.shape} for {own.channels} filters")
+        if own is not None and node.has_weight("bias"):
+            bias = node.weight("bias")
+            if bias.shape[0] != own.channels:
+                problems.append(f"has bias {bias.shape} for {own.channels} filters")
+        return problems
+
+
+def _per_group(deleted: np.ndarray, groups: int) -> np.ndarray:
+    """How many of `deleted` (boolean, contiguous groups) fall in each group."""
+    return deleted.reshape(groups, -1).sum(axis=1)
+
+
+class GroupedConvRule(ConvRule):
+    """Conv1D/2D/3D with any `groups`: kernel (*k, in / groups, filters), bias (filters,).
+
+    With G groups, input channels split into G contiguous groups of in / G and filters
+    into G groups of filters / G; output group g reads input group g only. Keras needs
+    equal groups, so:
+
+    - input deletions must take the same number of channels from every group; each
+      group loses its own kernel rows (the kernel slice under its filters);
+    - an input group deleted entirely takes its output group along (those filters
+      would read nothing and output only their bias, like a depthwise conv's outputs),
+      and `groups` decreases; the remaining groups must again lose equal counts;
+    - `DeleteChannels` must take the same number of filters from every group; a whole
+      output group cannot go alone (its input group would stay), so it is refused.
+
+    With groups = 1 this is `ConvRule`.
+    """
+
+    def groups(self, node: Node) -> int:
+        return int(node.config.get("groups", 1) or 1)
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        return ProducerRule.slice_inputs(self, node, inputs, keeps)
+
+    def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
+        groups = self.groups(node)
+        if groups == 1:
+            return super().slice_input_weights(node, keep)
+        kernel = node.weight("kernel")
+        size, filters = keep.size // groups, kernel.shape[-1]
+        per_group = filters // groups
+        rows = keep.reshape(groups, size)
+        deleted = _per_group(~keep, groups)
+        gone = deleted == size
+        if len(set(deleted[~gone].tolist())) > 1:
+            raise ChannelError(
+                f"channels deleted upstream reach {node.describe()}, which has groups={groups} "
+                f"(input groups of {size} channels): every group must keep the same number of "
+                f"channels, but the deletion takes {deleted.tolist()} channels per group. "
+                "Delete the same number of channels from each group, or whole groups"
+            )
+        parts = [
+            take(kernel[..., g * per_group : (g + 1) * per_group], rows[g], kernel.ndim - 2)
+            for g in range(groups)
+            if not gone[g]
+        ]
+        node = node.with_weights(kernel=np.concatenate(parts, axis=-1))
+        if gone.any():
+            node = self._drop_groups(node, gone, per_group)
+        return node
+
+    def _drop_groups(self, node: Node, gone: np.ndarray, per_group: int) -> Node:
+        """`node` without the output groups `gone` (their inputs were all deleted)."""
+        out = node.outputs[0]
+        if out.mask is None:
+            raise ChannelError(
+                f"a whole input group of {node.describe()} was deleted, which would remove its "
+                "output group, but kgraph does not track the channels of its output"
+            )
+        keep = np.repeat(~gone, per_group)
+        if node.has_weight("bias"):
+            node = node.with_weights(bias=take(node.weight("bias"), keep, 0))
+        lifted = out.mask.copy()
+        lifted[np.flatnonzero(out.mask)[~keep]] = False
+        node = node.with_config(groups=int(gone.size - gone.sum()), filters=int(keep.sum()))
+        return attrs.evolve(node, outputs=(out.with_mask(freeze_array(lifted)), *node.outputs[1:]))
+
+    def delete_channels(self, node: Node, mask: np.ndarray) -> Node:
+        groups = self.groups(node)
+        old = node.outputs[0]
+        keep = mask[old.mask]
+        if groups > 1 and not keep.all():
+            size = keep.size // groups
+            deleted = _per_group(~keep, groups)
+            if len(set(deleted.tolist())) > 1:
+                hint = ""
+                if (deleted == size).any():
+                    hint = (
+                        "; a whole group goes only with its input channels: delete input "
+                        "group g's channels upstream and output group g goes with them"
+                    )
+                raise ChannelError(
+                    f"cannot delete those filters of {node.describe()}, which has "
+                    f"groups={groups} (output groups of {size} filters): every group must keep "
+                    f"the same number of filters, but the deletion takes {deleted.tolist()} "
+                    f"filters per group. Delete the same number from each group{hint}"
+                )
+        return ProducerRule.delete_channels(self, node, mask)
+
+    def check(self, node: Node) -> list[str]:
+        problems = super().check(node)
+        groups = self.groups(node)
+        filters = node.config.get("filters")
+        if isinstance(filters, int) and filters % groups:
+            problems.append(f"has filters={filters} not divisible by groups={groups}")
+        channels = _input_channels(node)
+        if channels is not None and node.has_weight("kernel"):
+            kernel = node.weight("kernel")
+            if kernel.shape[-2] * groups != channels:
+                problems.append(
+                    f"has kernel {kernel.shape} with groups={groups} for {channels} input channels"
+                )
+        return problems
 
 
 def register() -> None:
-    """Register this module's rules."""
+    """Register this module's rules (replacing `ConvRule` for Conv1D/2D/3D)."""
+    layers = keras.layers
+    table = [
+        (("DepthwiseConv1D", "DepthwiseConv2D"), DepthwiseConvRule()),
+        (("SeparableConv1D", "SeparableConv2D"), SeparableConvRule()),
+        (("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), ConvTransposeRule()),
+        (("Conv1D", "Conv2D", "Conv3D"), GroupedConvRule()),
+    ]
+    for names, rule in table:
+        for name in names:
+            cls = getattr(layers, name, None)
+            if cls is not None:
+                register_rule(cls, rule)

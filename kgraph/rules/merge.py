@@ -16,7 +16,7 @@ import numpy as np
 
 from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Tensor, mask_summary, seal
-from kgraph.rules.base import Rule, carry, data_slots, fresh_output, normalize_axis
+from kgraph.rules.base import WeightlessRule, carry, data_slots, fresh_output, normalize_axis
 
 __all__ = ["ConcatenateRule", "ElementwiseMergeRule", "branch_name"]
 
@@ -70,10 +70,8 @@ def check_same_channels(node: Node, tensors: Sequence[tuple[int, Tensor]]) -> Te
     return first
 
 
-class ElementwiseMergeRule(Rule):
+class ElementwiseMergeRule(WeightlessRule):
     """Inputs combined element by element: the output keeps the inputs' common channels."""
-
-    any_channel_count = True
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         slots = data_slots(node)
@@ -91,16 +89,9 @@ class ElementwiseMergeRule(Rule):
         axis = len(out.shape) - _from_end(first)
         return (attrs.evolve(carry(out, first, axis=axis), space=space),)
 
-    def slice_inputs(
-        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
-    ) -> Node:
-        return node
 
-
-class ConcatenateRule(Rule):
+class ConcatenateRule(WeightlessRule):
     """Concatenate on any axis: on the channel axis masks are joined, elsewhere they must agree."""
-
-    any_channel_count = True
 
     def concat_axis(self, node: Node) -> int:
         return normalize_axis(int(node.config.get("axis", -1)), len(node.outputs[0].shape))
@@ -124,8 +115,3 @@ class ConcatenateRule(Rule):
         shape = list(out.shape)
         shape[axis] = int(mask.sum())
         return (attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space),)
-
-    def slice_inputs(
-        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
-    ) -> Node:
-        return node

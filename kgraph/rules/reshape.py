@@ -85,6 +85,8 @@ class FlattenRule(_MapRule):
 class ReshapeRule(_MapRule):
     """Reshape: the channel axis survives when the reshape only adds or removes unit axes."""
 
+    any_channel_count = False  # its target_shape counts the channels
+
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         source, out = inputs[0], node.outputs[0]
         if source.mask is None:
