@@ -8,13 +8,15 @@ only read, never changed.
 
 Example:
     >>> graph = kgraph.lift(keras.applications.ResNet50(weights=None))
-    >>> len(graph)
-    179
+    >>> len(graph)  # 176 layer calls, an input and an output
+    178
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import logging
 from collections import defaultdict
 from typing import Any
 
@@ -31,6 +33,8 @@ from kgraph.passes.propagate_masks import update_node
 from kgraph.rules.base import fresh_output
 
 __all__ = ["lift"]
+
+log = logging.getLogger(__name__)
 
 _Ref = tuple[int, int]  # (call id, output slot) while lifting
 
@@ -49,8 +53,7 @@ class _Call:
 
 
 class _Lifter:
-    def __init__(self, model: Any, functional: Any) -> None:
-        self.model = model
+    def __init__(self, functional: Any) -> None:
         self.calls: list[_Call] = []
         self.ids = itertools.count()
         self.names: dict[int, str] = {}  # id(layer) -> unique layer name
@@ -145,12 +148,28 @@ def _config(operation: Any, name: str) -> dict[str, Any]:
     try:
         config = dict(operation.get_config())
     except Exception as error:  # custom layers without get_config raise various errors
-        raise LiftError(
-            f"layer {operation.name!r} ({type(operation).__name__}) has no usable get_config(), "
-            f"so kgraph could not rebuild it ({error}); implement get_config() for it"
-        ) from error
+        config = None if isinstance(operation, keras.layers.Layer) else _op_arguments(operation)
+        if config is None:
+            raise LiftError(
+                f"layer {operation.name!r} ({type(operation).__name__}) has no usable "
+                f"get_config(), so kgraph could not rebuild it ({error}); implement "
+                "get_config() for it"
+            ) from error
     config["name"] = name
     return config
+
+
+def _op_arguments(operation: Any) -> dict[str, Any] | None:
+    """Constructor arguments of a keras.ops operation Keras cannot serialise, or None.
+
+    `ops.clip(x, lo, hi)` with array bounds builds `Clip(lo, hi)`, whose config
+    Keras refuses; the operation keeps each argument as an attribute of its name.
+    """
+    parameters = inspect.signature(type(operation).__init__).parameters
+    names = [p for p in parameters if p not in ("self", "name", "args", "kwargs")]
+    if not all(hasattr(operation, p) for p in names):
+        return None
+    return {p: getattr(operation, p) for p in names}
 
 
 def _call_node(call: _Call, node_name: str, call_index: int, weights: Any) -> Node:
@@ -190,7 +209,7 @@ def lift(model: keras.Model) -> Graph:
     cannot be serialised.
     """
     functional = functional_of(model)
-    lifter = _Lifter(model, functional)
+    lifter = _Lifter(functional)
     env: dict[int, _Ref] = {}
     lifter.input_nodes(functional, env)
     lifter.walk(functional, env, "", None)
@@ -277,10 +296,11 @@ def _infer_masks(graph: Graph) -> None:
             node = attrs.evolve(node, inputs=tuple(inputs))
             try:
                 node = update_node(node, inputs)
-            except KGraphError:
+            except KGraphError as error:
                 # A rule that cannot place this call's channels (say, an unusual
                 # broadcast) leaves it opaque: lifting never fails on a valid model,
                 # and a deletion reaching it later meets the rule's error.
+                log.debug("lift: %s is opaque: %s", node.describe(), error)
                 outputs = tuple(fresh_output(node, t) for t in node.outputs)
                 node = attrs.evolve(node, outputs=outputs)
             graph.set_node(node)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers import check_dead_channels, delete, gate_columns, weights_of
+from helpers import check_dead_channels, delete, gate_columns, weights_of, zero_outputs
 
 import kgraph
 from kgraph.passes import DeleteChannels
@@ -307,3 +307,48 @@ def test_encoder_decoder_states_follow_deleted_units() -> None:
 def test_encoder_decoder_with_different_units_is_a_conflict() -> None:
     with pytest.raises(kgraph.MaskConflictError, match=r"'decoder' \(LSTM\) keeps units 6/6"):
         kgraph.lift(encoder_decoder()).apply(DeleteChannels("encoder", [1]))
+
+
+def test_comparison_and_clip_ops_slice_per_channel_constants() -> None:
+    def build() -> keras.Model:  # Keras cannot clone a model with array-bound clip ops
+        x = keras.Input((6,))
+        y = L.Dense(4, name="dense", activation="relu")(x)
+        low, high = np.zeros(4, "float32"), np.array([1.0, 2.0, 3.0, 4.0], "float32")
+        y = keras.ops.clip(y, low, high) * keras.ops.cast(
+            keras.ops.greater(y, high - 2.5), "float32"
+        )
+        return keras.Model(x, L.Dense(2, name="head")(y))
+
+    model, dead = build(), build()
+    dead.set_weights(model.get_weights())
+    zero_outputs(dead.get_layer("dense"), [1, 2])
+    pruned = kgraph.lift(dead).apply(DeleteChannels("dense", [1, 2]), verify=True).lower()
+    inputs = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    np.testing.assert_allclose(np.asarray(pruned(inputs)), np.asarray(dead(inputs)), rtol=1e-5)
+    graph = kgraph.lift(pruned)
+    clip = next(n for n in graph.nodes() if n.class_name == "Clip")
+    np.testing.assert_array_equal(clip.config["x_max"], [1.0, 4.0])
+    greater = next(n for n in graph.nodes() if n.class_name == "Greater")
+    np.testing.assert_array_equal(greater.args[1], [-1.5, 1.5])
+
+
+def test_comparison_of_two_differently_pruned_branches_is_a_conflict() -> None:
+    x = keras.Input((6,))
+    a, b = L.Dense(4, name="a")(x), L.Dense(4, name="b")(x)
+    y = keras.ops.cast(keras.ops.greater(a, b), "float32")
+    model = keras.Model(x, L.Dense(2, name="head")(y))
+    with pytest.raises(kgraph.MaskConflictError, match=r"'greater(_\d+)?' \(Greater\)"):
+        kgraph.lift(model).apply(DeleteChannels("a", [0]))
+
+
+def test_a_constant_that_widens_the_channels_starts_new_ones() -> None:
+    x = keras.Input((6,))
+    y = L.Dense(1, name="dense")(x) + np.ones(5, "float32")
+    model = keras.Model(x, L.Dense(2, name="head")(y))
+    graph = kgraph.lift(model)
+    add = next(n for n in graph.nodes() if n.kind == "op")
+    assert add.outputs[0].shape == (None, 5)
+    assert add.outputs[0].mask.size == 5
+    graph.verify()
+    assert_same = graph.lower()
+    np.testing.assert_allclose(assert_same(np.ones((2, 6))), model(np.ones((2, 6))), rtol=1e-6)
