@@ -349,7 +349,7 @@ class Graph:
 
         Args:
             dump_dir: write the IR before the first pass and after every pass
-                (`00-lift.txt`, `01-delete-channels.txt`, ...); defaults to the
+                (`00-input.txt`, `01-delete-channels.txt`, ...); defaults to the
                 environment variable `KGRAPH_DUMP_DIR`.
             verify: run `verify()` after every pass (also on with `KGRAPH_VERIFY=1`).
         """

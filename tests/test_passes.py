@@ -397,7 +397,7 @@ def test_print_after_every_pass(tmp_path, monkeypatch) -> None:
     graph.apply(DeleteChannels("dense_1", [0]), dump_dir=tmp_path / "a")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == [
-        "00-lift.txt",
+        "00-input.txt",
         "01-delete-channels.txt",
         "02-propagate-masks.txt",
         "03-eliminate-dead-nodes.txt",

@@ -64,7 +64,11 @@ class Pass:
         raise NotImplementedError(f"{type(self).__name__} must implement run(graph)")
 
     def __call__(self, graph: Graph) -> PassResult:
-        """Run this pass alone on a copy of `graph` (no mask propagation afterwards)."""
+        """Run this pass alone on a copy of `graph`.
+
+        Unlike `graph.apply(pass)`, no mask propagation follows: the result shows
+        what this pass stated (useful in tests and dumps) and may not lower yet.
+        """
         work = graph.copy()
         changed = self.run(work)
         return PassResult(work.freeze(), changed)

@@ -27,9 +27,12 @@ FINALIZE: tuple[Pass, ...] = (PropagateMasks(), EliminateDeadNodes())
 def _dump(graph: Graph, dump_dir: Path | None, step: int, name: str) -> None:
     if dump_dir is None:
         return
-    dump_dir.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    (dump_dir / f"{step:02d}-{slug}.txt").write_text(str(graph) + "\n", encoding="utf-8")
+    try:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        (dump_dir / f"{step:02d}-{slug}.txt").write_text(str(graph) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise KGraphError(f"cannot write the IR dump to {dump_dir}: {error}") from error
 
 
 def run_pipeline(
@@ -40,7 +43,7 @@ def run_pipeline(
         if not isinstance(p, Pass):
             raise KGraphError(f"apply() takes passes, got {type(p).__name__}: {p!r}")
     work = graph.copy()
-    _dump(work, dump_dir, 0, "lift" if graph.frozen else "input")
+    _dump(work, dump_dir, 0, "input")
     steps = [*passes, *FINALIZE]
     for step, p in enumerate(steps, start=1):
         changed = p.run(work)

@@ -4,8 +4,8 @@ A rule answers three questions for one node:
 
 - `infer(node, inputs)`: which tensors (shape, channel axis, mask) does it output?
 - `slice_inputs(node, inputs, keeps)`: how do its weights and config change when
-  input channels are deleted (`keeps[i]`: boolean over the *current* channels of
-  slot i, None when that slot did not change)?
+  input channels are deleted (`keeps[i]`: boolean over the channels input slot i
+  had before, None when that slot did not change)?
 - `delete_channels(node, mask)`: how does it delete its own output channels
   (units, filters) so that output 0 carries `mask`?
 
@@ -118,10 +118,17 @@ class WeightlessRule(Rule):
 
 def not_owner_error(node: Node) -> ChannelError:
     """The error for deleting channels from a layer that does not own its channels."""
+    source = ""
+    if node.outputs and node.outputs[0].mask is not None:
+        from kgraph.rules.merge import branch_name
+
+        origin = branch_name(node.outputs[0])
+        if origin != node.name:
+            source = f" (they are the channels of {origin!r})"
     return ChannelError(
-        f"{node.describe()} does not own its output channels, so they cannot be deleted "
-        "there; delete them from the layer that produces them (a Dense, Conv, RNN or "
-        "Embedding layer upstream)"
+        f"{node.describe()} does not own its output channels{source}, so they cannot be "
+        "deleted there; delete them from the layer that produces them (a Dense, Conv, RNN "
+        "or Embedding layer upstream)"
     )
 
 
@@ -129,11 +136,12 @@ class OpaqueRule(Rule):
     """The rule of layers nobody registered one for: any channel change is an error."""
 
     def unsupported(self, node: Node, tensor: Tensor, slot: int, why: str = "") -> KGraphError:
+        target = node.class_name if node.kind == "layer" else node.class_path
         return UnsupportedLayerError(
             f"channels deleted upstream reach input {slot} of {node.describe()}, and kgraph "
-            f"has no rule for {node.class_name} layers, so it cannot tell how to slice it. "
-            f"Register one with kgraph.register_rule({node.class_name}, rule) "
-            "(see docs/rules.md), or delete channels elsewhere"
+            f"has no rule for {target}, so it cannot tell how to slice it. Register one "
+            f"with kgraph.register_rule({target}, rule) (see docs/rules.md), or delete "
+            "channels elsewhere"
         )
 
 
@@ -233,6 +241,7 @@ def expect_weights(node: Node, rule: Rule, *allowed: str) -> None:
     if unknown:
         raise UnsupportedLayerError(
             f"{node.describe()} has weights {unknown} that {type(rule).__name__} does not "
-            f"know how to slice (it knows {list(allowed)}); register a rule for "
-            f"{node.class_name} with kgraph.register_rule"
+            f"know how to slice (it knows {list(allowed)}): a subclass, a LoRA or quantized "
+            "variant? Merge or remove those weights first, or register a rule for the class "
+            "with kgraph.register_rule"
         )
