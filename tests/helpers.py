@@ -27,6 +27,10 @@ def copy_model(model: keras.Model) -> keras.Model:
     """An independent copy of `model` with the same weights (plain Keras, no kgraph)."""
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
+    for layer in clone.layers:  # e.g. an adapted Normalization derives its mean from weights
+        finalize = getattr(layer, "finalize_state", None)
+        if callable(finalize):
+            finalize()
     return clone
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from kgraph.rules import conv_variants, normalization, wrappers
+from kgraph.rules import contraction, conv_variants, normalization, wrappers
 from kgraph.rules.attention import MultiHeadAttentionRule
 from kgraph.rules.base import register_rule
 from kgraph.rules.channelwise import PassThroughRule, PerChannelRule, SpatialRule
@@ -84,5 +84,5 @@ def register_builtin_rules() -> None:
             if cls is not None:
                 register_rule(cls, rule)
     register_op_rules(register_rule)
-    for module in (conv_variants, normalization, wrappers):
+    for module in (conv_variants, normalization, contraction, wrappers):
         module.register()
