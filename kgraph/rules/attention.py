@@ -1,4 +1,10 @@
-"""Rule for MultiHeadAttention, and the head slicing behind `DeleteHeads`.
+"""Rules for attention layers, and the head slicing behind `DeleteHeads`.
+
+Attention and AdditiveAttention (`[query, value, key]`): the scores contract the
+query's and the key's channels, so both must keep the same ones; the output
+carries the value's channels. AdditiveAttention's per-channel `scale` is sliced.
+
+MultiHeadAttention:
 
 Weights (Keras 3): query/key/value kernels (in, heads, dim) with biases (heads, dim),
 and attention_output kernel (heads, value_dim, out) with bias (out,).
@@ -25,9 +31,10 @@ import numpy as np
 
 from kgraph.errors import ChannelError, UnsupportedLayerError
 from kgraph.ir import Node, Slot, Tensor, full_mask
-from kgraph.rules.base import Rule, carry, expect_weights, fresh_output, take
+from kgraph.rules.base import Rule, carry, data_slots, expect_weights, fresh_output, take
+from kgraph.rules.merge import check_same_channels
 
-__all__ = ["MultiHeadAttentionRule", "head_mask"]
+__all__ = ["DotAttentionRule", "MultiHeadAttentionRule", "head_mask"]
 
 PROJECTIONS = ("query", "key", "value")
 KNOWN = (
@@ -156,3 +163,32 @@ def _slice_output(node: Node, keep: np.ndarray) -> dict[str, np.ndarray]:
     if node.has_weight("attention_output/bias"):
         updates["attention_output/bias"] = take(node.weight("attention_output/bias"), keep, 0)
     return updates
+
+
+class DotAttentionRule(Rule):
+    """Attention / AdditiveAttention: query and key agree, the output carries the value."""
+
+    def _slots(self, node: Node) -> tuple[int, int, int]:
+        slots = data_slots(node)
+        query, value = slots[0], slots[1]
+        return query, value, slots[2] if len(slots) > 2 else value
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        query, value, key = self._slots(node)
+        check_same_channels(node, [(query, inputs[query]), (key, inputs[key])])
+        source, out = inputs[value], node.outputs[0]
+        if source.axis == len(source.shape) - 1:
+            first = carry(out, source, axis=len(out.shape) - 1)
+        else:
+            first = out if out.space is not None else fresh_output(node, out)
+        rest = [o if o.space is not None else fresh_output(node, o) for o in node.outputs[1:]]
+        return (first, *rest)  # the scores (batch, Tq, Tv) have no channels
+
+    def slice_inputs(
+        self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
+    ) -> Node:
+        query, _, key = self._slots(node)
+        keep = keeps[query] if keeps[query] is not None else keeps[key]
+        if keep is None or not node.has_weight("scale") or node.weight("scale").ndim == 0:
+            return node
+        return node.with_weights(scale=take(node.weight("scale"), keep, 0))

@@ -32,98 +32,30 @@ from kgraph.rules.merge import ElementwiseMergeRule
 __all__ = ["ELEMENTWISE_OPS", "REDUCE_OPS", "UNARY_OPS", "ElementwiseOpRule", "ReduceOpRule"]
 
 UNARY_OPS = {
-    "keras.src.ops.numpy": [
-        "Abs",
-        "Absolute",
-        "Negative",
-        "Exp",
-        "Expm1",
-        "Log",
-        "Log1p",
-        "Sqrt",
-        "Square",
-        "Sign",
-        "Tanh",
-        "Sin",
-        "Cos",
-        "Sinh",
-        "Cosh",
-        "Arctan",
-        "Reciprocal",
-        "Round",
-        "Floor",
-        "Ceil",
-        "LogicalNot",
-        "Copy",
-        "NanToNum",
-    ],
-    "keras.src.ops.nn": [
-        "Relu",
-        "Relu6",
-        "Sigmoid",
-        "Softplus",
-        "Softsign",
-        "Silu",
-        "LogSigmoid",
-        "LeakyRelu",
-        "HardSigmoid",
-        "HardSilu",
-        "Elu",
-        "Selu",
-        "Gelu",
-        "Celu",
-        "TanhShrink",
-        "HardTanh",
-        "HardShrink",
-        "SoftShrink",
-        "Threshold",
-        "Squareplus",
-        "SparsePlus",
-    ],
+    "keras.src.ops.numpy": (
+        "Abs Absolute Negative Exp Expm1 Log Log1p Sqrt Square Sign Tanh Sin Cos Sinh Cosh "
+        "Arctan Reciprocal Round Floor Ceil LogicalNot Copy NanToNum"
+    ).split(),
+    "keras.src.ops.nn": (
+        "Relu Relu6 Sigmoid Softplus Softsign Silu LogSigmoid LeakyRelu HardSigmoid HardSilu "
+        "Elu Selu Gelu Celu TanhShrink HardTanh HardShrink SoftShrink Threshold Squareplus "
+        "SparsePlus"
+    ).split(),
     "keras.src.ops.math": ["Erf", "Erfinv", "Rsqrt"],
     "keras.src.ops.core": ["Cast", "StopGradient"],
 }
 
 ELEMENTWISE_OPS = {
-    "keras.src.ops.numpy": [
-        "Add",
-        "Subtract",
-        "Multiply",
-        "Divide",
-        "TrueDivide",
-        "Maximum",
-        "Minimum",
-        "Power",
-        "FloorDivide",
-        "Mod",
-        "NotEqual",
-        "Equal",
-        "Greater",
-        "GreaterEqual",
-        "Less",
-        "LessEqual",
-        "LogicalAnd",
-        "LogicalOr",
-    ],
+    "keras.src.ops.numpy": (
+        "Add Subtract Multiply Divide TrueDivide Maximum Minimum Power FloorDivide Mod "
+        "NotEqual Equal Greater GreaterEqual Less LessEqual LogicalAnd LogicalOr"
+    ).split(),
 }
 
 REDUCE_OPS = {
-    "keras.src.ops.numpy": [
-        "Any",
-        "All",
-        "Sum",
-        "Mean",
-        "Max",
-        "Min",
-        "Prod",
-        "Std",
-        "Var",
-        "Argmax",
-        "Argmin",
-        "Amax",
-        "Amin",
-        "Median",
-    ],
+    "keras.src.ops.numpy": (
+        "Any All Sum Mean Max Min Prod Std Var Argmax Argmin Amax Amin Median"
+    ).split(),
     "keras.src.ops.math": ["Logsumexp"],
 }
 

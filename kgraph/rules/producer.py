@@ -81,11 +81,8 @@ class ProducerRule(Rule):
                 own = out if out.space is not None else self._fresh(node, out)
                 outputs.append(own)
             else:  # RNN states: the same channels as output 0
-                axis = len(out.shape) - 1
-                shape = (*out.shape[:-1], own.channels)
-                outputs.append(
-                    attrs.evolve(out, shape=shape, axis=axis, mask=own.mask, space=own.space)
-                )
+                axis = self.output_axis(node, len(out.shape))
+                outputs.append(attrs.evolve(out, axis=axis).with_mask(own.mask, own.space))
         return tuple(outputs)
 
     def _fresh(self, node: Node, out: Tensor) -> Tensor:
@@ -123,8 +120,5 @@ class ProducerRule(Rule):
         expect_weights(node, self, *self.known_weights)
         node = self.slice_output_weights(node, keep)
         node = node.with_config(**{self.channels_key: int(mask.sum())})
-        own = old.with_mask(mask)
-        outputs = [own]
-        for out in node.outputs[1:]:
-            outputs.append(attrs.evolve(out, shape=(*out.shape[:-1], own.channels), mask=mask))
-        return attrs.evolve(node, outputs=tuple(outputs))
+        outputs = tuple(out.with_mask(mask) for out in node.outputs)  # RNN states too
+        return attrs.evolve(node, outputs=outputs)

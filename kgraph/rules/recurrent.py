@@ -18,7 +18,7 @@ from kgraph.rules.base import take
 from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
 
-__all__ = ["RecurrentRule"]
+__all__ = ["ConvLSTMRule", "RecurrentRule"]
 
 
 class RecurrentRule(ProducerRule):
@@ -34,13 +34,16 @@ class RecurrentRule(ProducerRule):
         return self.gates * channels
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
-        return node.with_weights(kernel=take(node.weight("kernel"), keep, 0))
+        kernel = node.weight("kernel")
+        return node.with_weights(kernel=take(kernel, keep, kernel.ndim - 2))
 
     def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
         gate_keep = np.tile(keep, self.gates)
+        kernel, recurrent = node.weight("kernel"), node.weight("recurrent_kernel")
+        recurrent = take(take(recurrent, gate_keep, recurrent.ndim - 1), keep, recurrent.ndim - 2)
         updates = {
-            "kernel": take(node.weight("kernel"), gate_keep, 1),
-            "recurrent_kernel": take(take(node.weight("recurrent_kernel"), gate_keep, 1), keep, 0),
+            "kernel": take(kernel, gate_keep, kernel.ndim - 1),
+            "recurrent_kernel": recurrent,
         }
         if node.has_weight("bias"):
             bias = node.weight("bias")
@@ -70,6 +73,31 @@ class RecurrentRule(ProducerRule):
                     "the same units from the layer and from the one producing its state"
                 )
         return outputs
+
+
+class ConvLSTMRule(RecurrentRule):
+    """ConvLSTM1D/2D/3D: an LSTM whose kernels are convolutions.
+
+    kernel (*k, in, 4 * filters), recurrent_kernel (*k, filters, 4 * filters), bias
+    (4 * filters); inputs (batch, time, *spatial, channels) or, channels_first,
+    (batch, time, channels, *spatial).
+    """
+
+    channels_key = "filters"
+
+    def __init__(self) -> None:
+        super().__init__(gates=4)
+
+    def _axis(self, node: Node, rank: int) -> int:
+        if node.config.get("data_format") != "channels_first":
+            return rank - 1
+        return rank - len(node.config["kernel_size"]) - 1
+
+    def output_axis(self, node: Node, rank: int) -> int:
+        return self._axis(node, rank)
+
+    def input_axis(self, node: Node, rank: int) -> int:
+        return self._axis(node, rank)
 
 
 def _kept(tensor: Tensor) -> str:
