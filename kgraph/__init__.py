@@ -20,6 +20,7 @@ from kgraph.errors import (
     VerificationError,
 )
 from kgraph.graph import Graph
+from kgraph.groups import ChannelGroup, channel_groups
 from kgraph.ir import Node, Slot, Tensor
 from kgraph.lift import lift
 from kgraph.passes import (
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChannelError",
+    "ChannelGroup",
     "DeleteChannels",
     "DeleteHeads",
     "DeleteLayer",
@@ -61,6 +63,7 @@ __all__ = [
     "Tensor",
     "UnsupportedLayerError",
     "VerificationError",
+    "channel_groups",
     "lift",
     "register_rule",
     "unregister_rule",

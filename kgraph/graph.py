@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ class Graph:
         self.outputs_struct = outputs
         self._frozen = False
         self._order: list[str] | None = None
+        self._cache: dict[str, Any] = {}
         self._by_layer: dict[str, list[str]] = {}
         self._by_path: dict[str, list[str]] = {}
         self._by_origin: dict[int, list[str]] = {}
@@ -215,6 +216,13 @@ class Graph:
 
     def _changed(self) -> None:
         self._order = None
+        self._cache.clear()
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """`compute()`, remembered until the graph's structure or channel spaces change."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def _index(self, node: Node) -> None:
         if node.kind == "output":
@@ -246,6 +254,7 @@ class Graph:
         new.outputs_struct = self.outputs_struct
         new._frozen = False
         new._order = None
+        new._cache = {}
         new._by_layer = {k: list(v) for k, v in self._by_layer.items()}
         new._by_path = {k: list(v) for k, v in self._by_path.items()}
         new._by_origin = {k: list(v) for k, v in self._by_origin.items()}
@@ -255,6 +264,7 @@ class Graph:
         """Make this graph read-only (what `apply` returns) and return it."""
         self._frozen = True
         self._order = None
+        self._cache.clear()
         nx.freeze(self._g)
         return self
 
@@ -269,6 +279,8 @@ class Graph:
         self._unindex(old)
         self._g.nodes[node.name]["node"] = node
         self._index(node)
+        if [t.space for t in old.outputs] != [t.space for t in node.outputs]:
+            self._cache.clear()
 
     def rename(self, name: str, node: Node) -> None:
         """Replace node `name` by `node` (named differently), keeping its edges."""

@@ -130,14 +130,17 @@ def check_dead_channels(
     deletions: Mapping[str, Sequence[int]],
     batchnorms: Mapping[str, Sequence[int]] | None = None,
     rtol: float = 1e-5,
+    named: Sequence[str] | None = None,
 ) -> keras.Model:
     """The dead-channel oracle: deleting dead channels leaves the outputs unchanged.
 
+    All `deletions` are made dead; only the layers in `named` (default: all) are
+    given to `DeleteChannels`, so a test can show that coupled layers follow.
     Returns the pruned model. Also checks that `model` itself was not changed.
     """
     before = fingerprint(model)
     dead = dead_copy(model, deletions, batchnorms)
-    pruned = delete(dead, deletions)
+    pruned = delete(dead, {n: deletions[n] for n in (named or deletions)})
     assert_same_outputs(dead, pruned, sample_inputs(model), rtol=rtol, atol=rtol)
     assert fingerprint(model) == before
     return pruned

@@ -77,9 +77,12 @@ def test_output_channels_of_an_explicit_output_shape() -> None:
     )
 
 
-def test_output_channels_that_follow_the_query_cannot_be_deleted() -> None:
-    with pytest.raises(kgraph.ChannelError, match=r"'mha' \(MultiHeadAttention\) does not own"):
-        kgraph.lift(residual_block()).apply(DeleteChannels("mha", [0]))
+def test_output_channels_that_follow_the_query_are_deleted_at_the_query() -> None:
+    graph = kgraph.lift(residual_block())
+    via_mha = graph.apply(DeleteChannels("mha", [0, 3]))
+    via_proj = graph.apply(DeleteChannels("proj", [0, 3]))
+    assert str(via_mha) == str(via_proj)
+    assert via_mha.node("proj").config["units"] == 6
 
 
 def test_cross_attention_key_and_value_inputs() -> None:

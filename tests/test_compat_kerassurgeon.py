@@ -279,14 +279,18 @@ def test_merge_with_the_same_channels_deleted_from_both_branches(merge: str) -> 
     )
 
 
-def test_merge_with_one_branch_pruned_is_a_mask_conflict() -> None:
+def test_merge_with_one_branch_named_prunes_both_branches() -> None:
+    """kerassurgeon left the other branch of an Add as it was (its issues #14, #16, #45)."""
     x = keras.Input((6,), name="x")
     a = L.Dense(4, name="dense_a")(x)
     b = L.Dense(4, name="dense_b")(x)
     model = keras.Model(x, L.Add(name="add")([a, b]))
     before = fingerprint(model)
-    with pytest.raises(kgraph.MaskConflictError, match="'add'"):
-        delete_channels(model, "dense_a", [0])
+    pruned = delete_channels(model, "dense_a", [0])
+    assert pruned.get_layer("dense_a").units == pruned.get_layer("dense_b").units == 3
+    np.testing.assert_array_equal(
+        weights_of(pruned, "dense_b")[0], np.delete(weights_of(model, "dense_b")[0], [0], 1)
+    )
     assert fingerprint(model) == before
 
 

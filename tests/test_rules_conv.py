@@ -254,9 +254,7 @@ def test_squeeze_and_excitation_masks_line_up_across_the_broadcast(data_format: 
     )
 
 
-def test_squeeze_and_excitation_with_only_the_features_pruned_is_a_conflict() -> None:
-    import kgraph
-    from kgraph.passes import DeleteChannels
-
-    with pytest.raises(kgraph.MaskConflictError, match=r"'scale' \(Multiply\).*'conv'.*'excite'"):
-        kgraph.lift(squeeze_excite("channels_last")).apply(DeleteChannels("conv", [1]))
+def test_squeeze_and_excitation_gate_follows_the_features() -> None:
+    model = squeeze_excite("channels_last")
+    pruned = check_dead_channels(model, {"conv": [1], "excite": [1]}, named=["conv"])
+    assert pruned.get_layer("excite").units == 3

@@ -497,19 +497,16 @@ def test_dot_contracting_the_channels(shape: tuple[int, ...], axes: int, normali
     np.testing.assert_array_equal(weights_of(pruned, "head")[0], weights_of(model, "head")[0])
 
 
-def test_dot_contracting_different_channels_is_a_mask_conflict() -> None:
+def test_dot_contracted_channels_are_deleted_from_both_inputs() -> None:
     x = keras.Input((4, 6))
     a = L.Dense(5, name="dense_a")(x)
     b = L.Dense(5, name="dense_b")(x)
     model = keras.Model(x, L.Dot(axes=2, name="dot")([a, b]))
     graph = kgraph.lift(model)
-    with pytest.raises(kgraph.MaskConflictError) as error:
-        graph.apply(DeleteChannels("dense_a", [1]), DeleteChannels("dense_b", [2]))
-    message = str(error.value)
-    assert "'dot' (Dot)" in message and "'dense_a'" in message and "'dense_b'" in message
-    assert "deleted [1]" in message and "deleted [2]" in message
-    with pytest.raises(kgraph.MaskConflictError, match=r"'dot' \(Dot\)"):
-        graph.apply(DeleteChannels("dense_a", [1]))
+    both = graph.apply(DeleteChannels("dense_a", [1]), DeleteChannels("dense_b", [2]))
+    assert both.node("dense_a").config["units"] == both.node("dense_b").config["units"] == 3
+    one = graph.apply(DeleteChannels("dense_a", [1]))  # the contracted pair is one group
+    assert one.node("dense_b").config["units"] == 4
 
 
 def test_dot_contracting_channels_with_an_untracked_axis_is_a_mask_conflict() -> None:
@@ -798,7 +795,7 @@ def test_custom_scale_layer_with_per_channel_scale() -> None:
     np.testing.assert_allclose(pruned.get_layer("scale").scale, [0.2, 0.3, 0.4])
 
 
-def test_custom_scale_layer_needs_the_same_channels_on_both_inputs() -> None:
+def test_custom_scale_layer_couples_its_two_inputs() -> None:
     model = custom_scale_model("channels_last", 0.17)
-    with pytest.raises(kgraph.MaskConflictError, match=r"'scale' \(CustomScaleLayer\)"):
-        kgraph.lift(model).apply(DeleteChannels("conv_a", [0]))
+    pruned = check_dead_channels(model, {"conv_a": [0], "conv_b": [0]}, named=["conv_a"])
+    assert pruned.get_layer("conv_b").filters == 3

@@ -21,6 +21,7 @@ import numpy as np
 
 from kgraph.errors import ChannelError
 from kgraph.graph import Graph, LayerRef
+from kgraph.groups import channel_width, group_channels, group_of
 from kgraph.ir import Node, delete_from
 from kgraph.passes.base import Pass, as_tuple, optional_tuple
 from kgraph.passes.splice import split_calls
@@ -61,7 +62,12 @@ def check_channels(
 
 @attrs.frozen
 class DeleteChannels(Pass):
-    """Delete `channels` (lifted indices) from the outputs of every call of `layer`.
+    """Delete `channels` (lifted indices) of `layer`, and of every layer coupled to it.
+
+    The channels are deleted from every owner of `layer`'s channel group (see
+    `kgraph.channel_groups`): deleting channel 7 of one branch of an `Add` deletes
+    it from the other branch too. `layer` may be any member of the group (a
+    BatchNorm, the Add itself, ...).
 
     Args:
         layer: a layer name, a path in a nested model, or a Layer of the lifted model.
@@ -77,25 +83,41 @@ class DeleteChannels(Pass):
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
     def run(self, graph: Graph) -> bool:
-        changed = False
         names = graph.find_calls(self.layer, self.calls)
         if self.calls is not None and self.channels:
             names = split_calls(graph, names, "delete_channels")
-        for node_name in names:
-            node = graph.node(node_name)
-            rule = rule_for(node)
-            own = rule.owned_output(node)
-            if own is None:
-                raise not_owner_error(node)
-            indices = check_channels(self.channels, own.mask.size, node)
-            new = rule.delete_channels(node, delete_from(own.mask, indices))
-            if new is not node:
-                log.info(
-                    "deleted %d channels of %s (%d kept)",
-                    int(own.mask.sum() - new.outputs[0].mask.sum()),
-                    node.describe(),
-                    int(new.outputs[0].mask.sum()),
+        changed = False
+        for name in names:
+            requested = graph.node(name)
+            group = group_of(graph, name)
+            if group is None:
+                raise not_owner_error(requested)
+            if group.reason.startswith("they are the channels of model input"):
+                raise ChannelError(
+                    f"the channels of {requested.describe()} cannot be deleted: {group.reason}"
                 )
-                graph.set_node(new)
-                changed = True
+            indices = check_channels(self.channels, channel_width(graph, name), requested)
+            per_owner = group.owner_channels(group_channels(graph, name, indices))
+            touched = [o for o in group.owners if self._delete(graph, o, per_owner[o])]
+            if touched:
+                log.info(
+                    "deleted channels %s of %s from its group: %s",
+                    indices,
+                    requested.describe(),
+                    ", ".join(touched),
+                )
+            changed = changed or bool(touched)
         return changed
+
+    @staticmethod
+    def _delete(graph: Graph, owner: str, indices: list[int]) -> bool:
+        if not indices:
+            return False
+        node = graph.node(owner)
+        rule = rule_for(node)
+        own = rule.owned_output(node)
+        new = rule.delete_channels(node, delete_from(own.mask, indices))
+        if new is node:
+            return False
+        graph.set_node(new)
+        return True

@@ -173,6 +173,11 @@ class DotAttentionRule(Rule):
         query, value = slots[0], slots[1]
         return query, value, slots[2] if len(slots) > 2 else value
 
+    def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+        query, _, key = self._slots(node)
+        pair = [inputs[query], inputs[key]]
+        return [pair] if query != key and all(t.mask is not None for t in pair) else []
+
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         query, value, key = self._slots(node)
         check_same_channels(node, [(query, inputs[query]), (key, inputs[key])])

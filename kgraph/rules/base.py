@@ -95,6 +95,14 @@ class Rule:
         """Problems with `node`'s weights or config for its channels (for `Graph.verify`)."""
         return []
 
+    def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+        """Sets of tensors (inputs or outputs) that must keep the same channels.
+
+        An `Add` couples its inputs, an RNN its units with its initial states:
+        deleting a channel from one must delete it from all (`kgraph.channel_groups`).
+        """
+        return []
+
     def unsupported(self, node: Node, tensor: Tensor, slot: int, why: str = "") -> KGraphError:
         """The error for a channel change this rule cannot follow."""
         reason = f": {why}" if why else ""

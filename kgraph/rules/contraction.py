@@ -71,6 +71,13 @@ class DotRule(Rule):
             return slots[1], len(x.shape) - 1 + y.axis - 1 - int(y.axis > a1)
         return None
 
+    def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+        _, (x, y) = self._operands(node, inputs)
+        a0, a1 = self.axes(node, (len(x.shape), len(y.shape)))
+        if x.mask is not None and y.mask is not None and x.axis == a0 and y.axis == a1:
+            return [[x, y]]
+        return []
+
     def _check_contracted(self, node: Node, inputs: Sequence[Tensor]) -> None:
         slots, (x, y) = self._operands(node, inputs)
         a0, a1 = self.axes(node, (len(x.shape), len(y.shape)))

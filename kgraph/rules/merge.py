@@ -18,7 +18,13 @@ from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Tensor, mask_summary, seal
 from kgraph.rules.base import WeightlessRule, carry, data_slots, fresh_output, normalize_axis
 
-__all__ = ["ConcatenateRule", "ElementwiseMergeRule", "branch_name"]
+__all__ = [
+    "ConcatenateRule",
+    "ElementwiseMergeRule",
+    "agreeing_inputs",
+    "branch_name",
+    "check_same_channels",
+]
 
 
 def branch_name(tensor: Tensor) -> str:
@@ -70,8 +76,18 @@ def check_same_channels(node: Node, tensors: Sequence[tuple[int, Tensor]]) -> Te
     return first
 
 
+def agreeing_inputs(node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+    """The coupling of inputs combined element by element (single channels broadcast)."""
+    tracked = [inputs[s] for s in data_slots(node) if inputs[s].mask is not None]
+    wide = [t for t in tracked if t.mask.size > 1]
+    return [wide] if len(wide) > 1 else []
+
+
 class ElementwiseMergeRule(WeightlessRule):
     """Inputs combined element by element: the output keeps the inputs' common channels."""
+
+    def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+        return agreeing_inputs(node, inputs)
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         slots = data_slots(node)
@@ -95,6 +111,12 @@ class ConcatenateRule(WeightlessRule):
 
     def concat_axis(self, node: Node) -> int:
         return normalize_axis(int(node.config.get("axis", -1)), len(node.outputs[0].shape))
+
+    def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+        tensors = [inputs[s] for s in data_slots(node)]
+        if all(t.axis == self.concat_axis(node) for t in tensors):
+            return []  # joined side by side: independent
+        return agreeing_inputs(node, inputs)
 
     def can_drop(self, node: Node, tensor: Tensor) -> bool:
         """An input without channels can leave the call when it joins on the channel axis."""

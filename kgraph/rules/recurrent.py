@@ -59,6 +59,10 @@ class RecurrentRule(ProducerRule):
         data_keeps = [None if slot in states else keep for slot, keep in enumerate(keeps)]
         return super().slice_inputs(node, inputs, data_keeps)
 
+    def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+        states = [inputs[s] for s in _state_slots(node) if inputs[s].mask is not None]
+        return [[node.outputs[0], *states]] if states and node.outputs[0].mask is not None else []
+
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         outputs = super().infer(node, inputs)
         own = outputs[0]
