@@ -15,12 +15,14 @@ from kgraph.errors import (
     LiftError,
     LowerError,
     MaskConflictError,
+    PruningError,
     SurgeryError,
     UnsupportedLayerError,
     VerificationError,
 )
 from kgraph.graph import Graph
 from kgraph.groups import ChannelGroup, channel_groups
+from kgraph.importance import importance
 from kgraph.ir import Node, Slot, Tensor
 from kgraph.lift import lift
 from kgraph.passes import (
@@ -34,7 +36,9 @@ from kgraph.passes import (
     PropagateMasks,
     ReplaceLayer,
 )
+from kgraph.prune import prune
 from kgraph.rules import Rule, register_rule, unregister_rule
+from kgraph.stats import Stats, stats
 
 __version__ = "0.1.0"
 
@@ -56,15 +60,20 @@ __all__ = [
     "Pass",
     "PassResult",
     "PropagateMasks",
+    "PruningError",
     "ReplaceLayer",
     "Rule",
     "Slot",
+    "Stats",
     "SurgeryError",
     "Tensor",
     "UnsupportedLayerError",
     "VerificationError",
     "channel_groups",
+    "importance",
     "lift",
+    "prune",
     "register_rule",
+    "stats",
     "unregister_rule",
 ]

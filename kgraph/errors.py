@@ -18,6 +18,7 @@ __all__ = [
     "LiftError",
     "LowerError",
     "MaskConflictError",
+    "PruningError",
     "SurgeryError",
     "UnsupportedLayerError",
     "VerificationError",
@@ -45,6 +46,10 @@ class LayerNotFoundError(KGraphError, KeyError):
 
 class ChannelError(KGraphError, ValueError):
     """Channel indices are not integers, out of range, duplicated, or cannot be deleted."""
+
+
+class PruningError(KGraphError, ValueError):
+    """`kgraph.prune` was given options it cannot use (a ratio outside [0, 1), ...)."""
 
 
 class SurgeryError(KGraphError, ValueError):

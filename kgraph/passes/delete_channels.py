@@ -98,7 +98,7 @@ class DeleteChannels(Pass):
                 )
             indices = check_channels(self.channels, channel_width(graph, name), requested)
             per_owner = group.owner_channels(group_channels(graph, name, indices))
-            touched = [o for o in group.owners if self._delete(graph, o, per_owner[o])]
+            touched = [o for o in group.owners if self.delete_own(graph, o, per_owner[o])]
             if touched:
                 log.info(
                     "deleted channels %s of %s from its group: %s",
@@ -110,7 +110,8 @@ class DeleteChannels(Pass):
         return changed
 
     @staticmethod
-    def _delete(graph: Graph, owner: str, indices: list[int]) -> bool:
+    def delete_own(graph: Graph, owner: str, indices: list[int]) -> bool:
+        """Delete `indices` (its own lifted channels) of owner node `owner`; True if it changed."""
         if not indices:
             return False
         node = graph.node(owner)

@@ -31,7 +31,15 @@ import numpy as np
 
 from kgraph.errors import ChannelError, UnsupportedLayerError
 from kgraph.ir import Node, Slot, Tensor, full_mask
-from kgraph.rules.base import Rule, carry, data_slots, expect_weights, fresh_output, take
+from kgraph.rules.base import (
+    Rule,
+    carry,
+    data_slots,
+    expect_weights,
+    fresh_output,
+    positions,
+    take,
+)
 from kgraph.rules.merge import check_same_channels
 
 __all__ = ["DotAttentionRule", "MultiHeadAttentionRule", "head_mask"]
@@ -128,6 +136,24 @@ class MultiHeadAttentionRule(Rule):
         node = node.with_weights(**_slice_output(node, keep))
         node = node.with_config(output_shape=(int(mask.sum()),))
         return attrs.evolve(node, outputs=(old.with_mask(mask), *node.outputs[1:]))
+
+    def macs(self, node: Node) -> int:
+        roles = _roles(node)
+        steps = {r: positions(node.inputs[s]) for r, s in roles.items()}
+        total = sum(node.weight(f"{r}/kernel").size * steps[r] for r in PROJECTIONS if r in steps)
+        total += node.weight("attention_output/kernel").size * steps["query"]
+        heads, key_dim = node.weight("key/kernel").shape[1:]
+        value_dim = node.weight("value/kernel").shape[2]
+        return total + heads * steps["query"] * steps["key"] * (key_dim + value_dim)
+
+    def channel_norms(self, node: Node, order: int) -> np.ndarray | None:
+        if self.owned_output(node) is None:
+            return None
+        kernel = np.abs(np.asarray(node.weight("attention_output/kernel"), dtype=np.float64))
+        total = (kernel.reshape(-1, kernel.shape[-1]) ** order).sum(axis=0)
+        if node.has_weight("attention_output/bias"):
+            total += np.abs(node.weight("attention_output/bias")) ** order
+        return total ** (1.0 / order)
 
     def delete_heads(self, node: Node, heads: np.ndarray) -> Node:
         """`node` keeping only the lifted `heads` (a mask over the heads it was lifted with)."""

@@ -95,6 +95,28 @@ class Rule:
         """Problems with `node`'s weights or config for its channels (for `Graph.verify`)."""
         return []
 
+    def channel_norms(self, node: Node, order: int) -> np.ndarray | None:
+        """The `order`-norm of the weights making each of the node's own output channels.
+
+        One entry per channel kept now (None when the rule cannot tell): the "L1/L2
+        filter norm" pruning criteria.
+        """
+        return None
+
+    def macs(self, node: Node) -> int:
+        """Multiply-adds of one call at batch size 1 (unknown dimensions count as 1).
+
+        The default: every element of a weight named `*kernel` is used once per
+        output position (right for Dense, EinsumDense and the convolutions).
+        """
+        kernels = sum(
+            w.size for n, w in zip(node.weight_names, node.weights) if n.endswith("kernel")
+        )
+        if not kernels or not node.outputs:
+            return 0
+        out = node.outputs[0]
+        return kernels * positions(out)
+
     def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
         """Sets of tensors (inputs or outputs) that must keep the same channels.
 
@@ -122,6 +144,14 @@ class WeightlessRule(Rule):
         self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
     ) -> Node:
         return node
+
+
+def positions(tensor: Tensor) -> int:
+    """How many positions (batch 1) `tensor` has besides its channel axis."""
+    dims = [d for i, d in enumerate(tensor.shape[1:], start=1) if i != tensor.axis]
+    if tensor.axis is None and dims:
+        dims = dims[:-1]  # untracked channels: take the last axis as them
+    return int(np.prod([d or 1 for d in dims])) if dims else 1
 
 
 def not_owner_error(node: Node) -> ChannelError:

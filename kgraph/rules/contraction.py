@@ -225,6 +225,14 @@ class EinsumDenseRule(ProducerRule):
             return rank - 1
         return parsed.output_axis(parsed.owned, rank)
 
+    def output_weight_axes(self, node: Node) -> dict[str, int]:
+        eq = self.equation(node)
+        axes = {"kernel": eq.kernel.index(eq.owned)}
+        bias = eq.bias_axis(eq.owned, node.config.get("bias_axes"))
+        if bias is not None and node.has_weight("bias"):
+            axes["bias"] = bias
+        return axes
+
     def owned_output(self, node: Node) -> Tensor | None:
         parsed = Equation.parse(str(node.config.get("equation", "")).replace(" ", ""))
         if parsed is None or parsed.owned is None:

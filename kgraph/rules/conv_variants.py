@@ -39,6 +39,7 @@ from kgraph.rules.base import (
     data_slots,
     expect_weights,
     fresh_output,
+    positions,
     register_rule,
     take,
 )
@@ -139,6 +140,9 @@ class SeparableConvRule(ProducerRule):
     channels_key = "filters"
     known_weights = ("depthwise_kernel", "pointwise_kernel", "bias")
 
+    def output_weight_axes(self, node: Node) -> dict[str, int]:
+        return {n: -1 for n in ("pointwise_kernel", "bias") if node.has_weight(n)}
+
     def output_axis(self, node: Node, rank: int) -> int:
         return data_format_axis(node, rank)
 
@@ -197,6 +201,13 @@ class ConvTransposeRule(ProducerRule):
 
     channels_key = "filters"
     known_weights = ("kernel", "bias")
+
+    def output_weight_axes(self, node: Node) -> dict[str, int]:
+        return {"kernel": -2, **({"bias": -1} if node.has_weight("bias") else {})}
+
+    def macs(self, node: Node) -> int:
+        # each kernel element is used once per *input* position
+        return node.weight("kernel").size * positions(node.inputs[0]) if node.inputs else 0
 
     def output_axis(self, node: Node, rank: int) -> int:
         return data_format_axis(node, rank)

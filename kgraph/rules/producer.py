@@ -53,7 +53,24 @@ class ProducerRule(Rule):
         """Size of the last axis of the kernel for `channels` outputs."""
         return channels
 
+    def output_weight_axes(self, node: Node) -> dict[str, int]:
+        """Weight name -> the axis holding the output channels (gates side by side)."""
+        return {name: -1 for name in self.known_weights if node.has_weight(name)}
+
     # -- Rule -----------------------------------------------------------------------
+
+    def channel_norms(self, node: Node, order: int) -> np.ndarray | None:
+        own = self.owned_output(node)
+        if own is None:
+            return None
+        total = np.zeros(own.channels)
+        for name, axis in self.output_weight_axes(node).items():
+            weight = np.moveaxis(np.abs(np.asarray(node.weight(name), dtype=np.float64)), axis, -1)
+            if own.channels == 0 or weight.shape[-1] % own.channels:
+                return None
+            per_gate = weight.reshape(-1, weight.shape[-1] // own.channels, own.channels)
+            total += (per_gate**order).sum(axis=(0, 1))
+        return total ** (1.0 / order)
 
     def check(self, node: Node) -> list[str]:
         own = self.owned_output(node)

@@ -14,7 +14,7 @@ import numpy as np
 
 from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Tensor, slots_in
-from kgraph.rules.base import take
+from kgraph.rules.base import positions, take
 from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
 
@@ -32,6 +32,13 @@ class RecurrentRule(ProducerRule):
 
     def output_width(self, node: Node, channels: int) -> int:
         return self.gates * channels
+
+    def macs(self, node: Node) -> int:
+        """Kernels (input and recurrent) once per step and position (ConvLSTM: H x W)."""
+        kernels = sum(
+            w.size for n, w in zip(node.weight_names, node.weights) if n.endswith("kernel")
+        )
+        return kernels * positions(node.inputs[0]) if node.inputs else 0
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         kernel = node.weight("kernel")

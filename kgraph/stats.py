@@ -1,0 +1,144 @@
+"""`stats`: parameters and FLOPs per layer and in total, and before/after comparisons.
+
+FLOPs are counted as multiply-adds of one forward pass at batch size 1 (each rule
+knows its layer's: a kernel element per output position for Dense and the
+convolutions, per step for RNNs, projections plus scores for attention);
+unknown dimensions count as 1.
+
+Example:
+    >>> before, after = kgraph.stats(model), kgraph.stats(pruned)
+    >>> print(before.compare(after))
+"""
+
+from __future__ import annotations
+
+import attrs
+import keras
+
+from kgraph.graph import Graph
+from kgraph.rules import rule_for
+
+__all__ = ["Comparison", "LayerStats", "Stats", "stats"]
+
+
+def human(count: float) -> str:
+    """`25.6M`, `4.1G`, `912`."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(count) >= size:
+            return f"{count / size:.2f}{unit}"
+    return f"{count:.0f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+
+    def fmt(row: list[str]) -> str:
+        cells = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        return "  ".join(cells).rstrip()
+
+    body = [fmt(r) for r in rows[:-1]]
+    return "\n".join([fmt(header), line, *body, line, fmt(rows[-1])])
+
+
+@attrs.frozen
+class LayerStats:
+    """One layer call: its parameters (counted once per shared layer) and FLOPs."""
+
+    name: str
+    class_name: str
+    params: int
+    flops: int
+
+
+@attrs.frozen
+class Stats:
+    """Parameters and FLOPs of a model, per layer call and in total."""
+
+    model: str
+    layers: tuple[LayerStats, ...]
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def flops(self) -> int:
+        return sum(layer.flops for layer in self.layers)
+
+    def compare(self, after: Stats) -> Comparison:
+        """This model against `after` (usually its pruned version)."""
+        return Comparison(self, after)
+
+    def __str__(self) -> str:
+        rows = [
+            [s.name, s.class_name, human(s.params), human(s.flops)]
+            for s in self.layers
+            if s.params or s.flops
+        ]
+        rows.append(["total", "", human(self.params), human(self.flops)])
+        return f"{self.model}\n" + _table(["layer", "class", "params", "FLOPs"], rows)
+
+
+@attrs.frozen
+class Comparison:
+    """Two `Stats` side by side; prints a before/after table with the reductions."""
+
+    before: Stats
+    after: Stats
+
+    def __str__(self) -> str:
+        after = {s.name: s for s in self.after.layers}
+        rows = []
+        for old in self.before.layers:
+            new = after.get(old.name)
+            if not (old.params or old.flops):
+                continue
+            rows.append(
+                [
+                    old.name,
+                    human(old.params),
+                    human(new.params) if new else "deleted",
+                    human(old.flops),
+                    human(new.flops) if new else "deleted",
+                ]
+            )
+        rows.append(
+            [
+                "total",
+                human(self.before.params),
+                f"{human(self.after.params)} ({_ratio(self.before.params, self.after.params)})",
+                human(self.before.flops),
+                f"{human(self.after.flops)} ({_ratio(self.before.flops, self.after.flops)})",
+            ]
+        )
+        header = ["layer", "params before", "params after", "FLOPs before", "FLOPs after"]
+        return _table(header, rows)
+
+
+def _ratio(before: int, after: int) -> str:
+    return f"{after / before:.1%}" if before else "-"
+
+
+def stats(model_or_graph: keras.Model | Graph) -> Stats:
+    """Parameters and FLOPs (multiply-adds, batch 1) of every layer call and in total."""
+    if isinstance(model_or_graph, Graph):
+        graph = model_or_graph
+    else:
+        from kgraph.lift import lift
+
+        graph = lift(model_or_graph)
+    counted: set[str] = set()
+    layers = []
+    for node in graph.nodes():
+        if node.kind not in ("layer", "op"):
+            continue
+        params = 0 if node.layer in counted else sum(int(w.size) for w in node.weights)
+        counted.add(node.layer)
+        layers.append(
+            LayerStats(node.name, node.class_name, params, int(rule_for(node).macs(node)))
+        )
+    return Stats(graph.name, tuple(layers))
