@@ -141,7 +141,7 @@ def _probe_model(graph: Graph, names: list[str]) -> keras.Model:
     outputs = [
         model.get_layer(graph.node(n).layer)._inbound_nodes[0].output_tensors[0] for n in names
     ]
-    return keras.Model(model.inputs, outputs)
+    return keras.Model(model.input, outputs)
 
 
 def _channel_axis(graph: Graph, name: str) -> int:

@@ -1,0 +1,279 @@
+"""Channel groups, importance criteria, one-call pruning and stats."""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import assert_same_outputs, dead_copy, fingerprint, sample_inputs, weights_of
+
+import kgraph
+from kgraph.importance import importance
+from kgraph.passes import DeleteChannels
+from kgraph.prune import plan_pruning
+
+L = keras.layers
+
+
+def residual_net() -> keras.Model:
+    """Two residual blocks sharing one 6-channel stream, and a head."""
+    x = keras.Input((8, 8, 3), name="image")
+    stem = L.Conv2D(6, 3, padding="same", name="stem")(x)
+    y = L.BatchNormalization(name="stem_bn")(stem)
+    y = L.ReLU(name="stem_relu")(y)
+    for i in (1, 2):
+        branch = L.Conv2D(4, 1, activation="relu", name=f"b{i}_conv1")(y)
+        branch = L.Conv2D(6, 3, padding="same", name=f"b{i}_conv2")(branch)
+        y = L.Add(name=f"b{i}_add")([y, branch])
+    y = L.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, L.Dense(3, name="logits")(y), name="resnet_tiny")
+
+
+def by_owner(groups):
+    return {g.owners[0]: g for g in groups}
+
+
+def test_residual_stream_is_one_group() -> None:
+    groups = by_owner(kgraph.channel_groups(residual_net()))
+    stream = groups["stem"]
+    assert stream.owners == ("stem", "b1_conv2", "b2_conv2")
+    assert stream.members == (
+        "stem", "stem_bn", "stem_relu", "b1_conv2", "b1_add", "b2_conv2", "b2_add", "gap",
+    )  # fmt: skip
+    assert (stream.channels, stream.kept, stream.prunable) == (6, 6, True)
+    assert groups["b1_conv1"].owners == ("b1_conv1",) and groups["b1_conv1"].prunable
+    logits = groups["logits"]
+    assert not logits.prunable and "model output" in logits.reason
+
+
+def test_groups_blocked_by_an_opaque_layer_say_so() -> None:
+    x = keras.Input((4,))
+    y = L.Lambda(lambda t: t * 2.0, name="double")(L.Dense(5, name="dense")(x))
+    group = kgraph.channel_groups(keras.Model(x, L.Dense(2, name="head")(y)))[0]
+    assert not group.prunable and "'double' (Lambda)" in group.reason
+
+
+def test_deleting_from_any_member_deletes_from_the_whole_group(caplog) -> None:
+    model = residual_net()
+    with caplog.at_level(logging.INFO, logger="kgraph.passes.delete_channels"):
+        graph = kgraph.lift(model).apply(DeleteChannels("b1_add", [2, 5]))
+    assert "stem, b1_conv2, b2_conv2" in caplog.text
+    pruned = graph.lower()
+    for name in ("stem", "b1_conv2", "b2_conv2"):
+        assert pruned.get_layer(name).filters == 4
+        kernel = weights_of(model, name)[0]
+        np.testing.assert_array_equal(weights_of(pruned, name)[0], np.delete(kernel, [2, 5], -1))
+    np.testing.assert_array_equal(
+        weights_of(pruned, "stem_bn")[0], np.delete(weights_of(model, "stem_bn")[0], [2, 5])
+    )
+
+
+def test_coupled_deletion_of_dead_channels_keeps_the_function() -> None:
+    model = residual_net()
+    dead = dead_copy(
+        model, {"stem": [1, 4], "b1_conv2": [1, 4], "b2_conv2": [1, 4]}, {"stem_bn": [1, 4]}
+    )
+    pruned = kgraph.lift(dead).apply(DeleteChannels("stem", [1, 4]), verify=True).lower()
+    assert_same_outputs(dead, pruned, sample_inputs(model))
+
+
+# ------------------------------------------------------------------------- importance
+
+
+def stream_group(graph: kgraph.Graph) -> kgraph.ChannelGroup:
+    return by_owner(kgraph.channel_groups(graph))["stem"]
+
+
+def test_filter_norms_are_averaged_over_the_group() -> None:
+    model = residual_net()
+    graph = kgraph.lift(model)
+    group = stream_group(graph)
+    for criterion, order in (("l1", 1), ("l2", 2)):
+        (scores,) = importance(graph, [group], criterion)
+        expected = np.mean(
+            [
+                np.linalg.norm(
+                    np.concatenate([w.reshape(-1, 6) for w in weights_of(model, name)]),
+                    ord=order,
+                    axis=0,
+                )
+                for name in group.owners
+            ],
+            axis=0,
+        )
+        np.testing.assert_allclose(scores, expected, rtol=1e-6)
+
+
+def test_bn_scale_is_the_absolute_gamma() -> None:
+    model = residual_net()
+    gamma = np.array([0.5, -2.0, 1.0, 0.1, -0.3, 3.0], "float32")
+    bn = model.get_layer("stem_bn")
+    bn.set_weights([gamma, *bn.get_weights()[1:]])
+    graph = kgraph.lift(model)
+    (scores,) = importance(graph, [stream_group(graph)], "bn_scale")
+    np.testing.assert_allclose(scores, np.abs(gamma))
+
+
+def test_apoz_counts_zero_activations() -> None:
+    model = residual_net()
+    graph = kgraph.lift(model)
+    group = by_owner(kgraph.channel_groups(graph))["b1_conv1"]
+    x = np.random.default_rng(0).normal(size=(10, 8, 8, 3)).astype("float32")
+    (scores,) = importance(graph, [group], "apoz", data=x, batch_size=4)
+    activations = keras.Model(model.inputs, model.get_layer("b1_conv1").output)(x)
+    zeros = (np.asarray(activations) == 0).reshape(-1, 4).mean(axis=0)
+    np.testing.assert_allclose(scores, 1.0 - zeros, rtol=1e-6)
+    # the same from a tf.data pipeline of (x, y) batches
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(10))).batch(3)
+    (again,) = importance(graph, [group], "apoz", data=dataset)
+    np.testing.assert_allclose(again, scores, rtol=1e-6)
+
+
+def test_taylor_is_activation_times_gradient() -> None:
+    x_in = keras.Input((5,))
+    hidden = L.Dense(4, activation="relu", name="hidden")(x_in)
+    model = keras.Model(x_in, L.Dense(3, name="out")(hidden))
+    x = np.random.default_rng(1).normal(size=(8, 5)).astype("float32")
+    y = np.random.default_rng(2).integers(0, 3, 8)
+    graph = kgraph.lift(model)
+    group = by_owner(kgraph.channel_groups(graph))["hidden"]
+    (scores,) = importance(
+        graph, [group], "taylor", data=(x, y), loss=keras.losses.SparseCategoricalCrossentropy(True)
+    )
+    kernel, bias = weights_of(model, "hidden")
+    out_kernel, out_bias = weights_of(model, "out")
+    h = tf.Variable(np.maximum(x @ kernel + bias, 0))
+    with tf.GradientTape() as tape:
+        logits = h @ out_kernel + out_bias
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, True))
+    expected = np.abs((h.numpy() * tape.gradient(loss, h).numpy()).sum(axis=0))
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_random_scores_follow_the_seed_and_callables_are_used() -> None:
+    graph = kgraph.lift(residual_net())
+    group = stream_group(graph)
+    a, b, c = (importance(graph, [group], "random", seed=s)[0] for s in (1, 1, 2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    (custom,) = importance(graph, [group], lambda g, grp: np.arange(grp.channels)[::-1])
+    np.testing.assert_array_equal(custom, [5, 4, 3, 2, 1, 0])
+    with pytest.raises(kgraph.KGraphError, match="unknown criterion 'l3'"):
+        importance(graph, [group], "l3")
+
+
+# ---------------------------------------------------------------------------- prune
+
+
+def test_local_pruning_removes_the_lowest_scores_of_every_group() -> None:
+    model = residual_net()
+    before = fingerprint(model)
+    graph = kgraph.lift(model)
+    plan = {g.owners[0]: ch for g, ch in plan_pruning(graph, 0.5)}
+    assert set(plan) == {"stem", "b1_conv1", "b2_conv1"}
+    (stream_scores,) = importance(graph, [stream_group(graph)], "l1")
+    assert plan["stem"] == sorted(np.argsort(stream_scores)[:3].tolist())
+    pruned = kgraph.prune(model, 0.5)
+    assert [pruned.get_layer(n).filters for n in ("stem", "b1_conv1", "b1_conv2")] == [3, 2, 3]
+    assert fingerprint(model) == before
+    assert np.isfinite(np.asarray(pruned(sample_inputs(model)))).all()
+
+
+def test_pruning_exactly_the_dead_channels_keeps_the_function() -> None:
+    model = residual_net()
+    dead = dead_copy(
+        model,
+        {"stem": [0, 3], "b1_conv2": [0, 3], "b2_conv2": [0, 3], "b1_conv1": [1], "b2_conv1": [2]},
+        {"stem_bn": [0, 3]},
+    )
+    pruned = kgraph.prune(dead, 0.4, criterion="l2", round_to=None)  # dead filters: norm 0
+    assert pruned.get_layer("stem").filters == 4
+    assert_same_outputs(dead, pruned, sample_inputs(model), rtol=1e-5, atol=1e-5)
+
+
+def test_round_to_min_channels_ignore_and_ratios() -> None:
+    model = residual_net()
+    rounded = kgraph.prune(model, 0.9, round_to=4)
+    assert [rounded.get_layer(n).filters for n in ("stem", "b1_conv1")] == [4, 4]
+    at_least = kgraph.prune(model, 0.9, min_channels=3)
+    assert [at_least.get_layer(n).filters for n in ("stem", "b1_conv1")] == [3, 3]
+    ignored = kgraph.prune(model, 0.5, ignore=["b1_add"])
+    assert [ignored.get_layer(n).filters for n in ("stem", "b1_conv1")] == [6, 2]
+    custom = kgraph.prune(model, 0.5, ratios={"b1_conv1": 0.0, "stem_bn": 0.34})
+    assert [custom.get_layer(n).filters for n in ("stem", "b1_conv1", "b2_conv1")] == [4, 4, 2]
+
+
+def test_global_pruning_takes_from_the_weakest_groups() -> None:
+    model = residual_net()
+    for name in ("b1_conv1", "b2_conv1"):  # make the two bottlenecks strong
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([kernel * 100.0, bias])
+    graph = kgraph.lift(model)
+    plan = {g.owners[0]: ch for g, ch in plan_pruning(graph, 0.25, scope="global")}
+    assert sum(len(ch) for ch in plan.values()) == 3  # a quarter of 6 + 4 + 4 channels
+    pruned = kgraph.prune(model, 0.25, scope="global")
+    assert pruned.count_params() < model.count_params()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ratio": 1.0}, r"ratio must be a number in \[0, 1\), got 1.0"),
+        ({"ratio": "half"}, r"ratio must be a number"),
+        ({"scope": "world"}, r"scope must be 'local' or 'global'"),
+        ({"round_to": 0}, r"round_to must be a positive integer"),
+        ({"min_channels": 0}, r"min_channels must be a positive integer"),
+        ({"ratios": {"stem": 2}}, r"ratios\['stem'\] must be a number"),
+        ({"ratios": {"stem": 0.2, "b1_conv2": 0.3}}, r"share a channel group"),
+        ({"criterion": "apoz"}, r"this criterion needs data"),
+        ({"ignore": ["nope"]}, r"has no layer 'nope'"),
+    ],
+)
+def test_bad_pruning_options(options, message) -> None:
+    model = residual_net()
+    before = fingerprint(model)
+    with pytest.raises(kgraph.KGraphError, match=message):
+        kgraph.prune(model, **options)
+    assert fingerprint(model) == before
+
+
+# ---------------------------------------------------------------------------- stats
+
+
+def test_stats_count_parameters_and_multiply_adds() -> None:
+    model = residual_net()
+    report = kgraph.stats(model)
+    assert report.params == model.count_params()
+    rows = {s.name: s for s in report.layers}
+    assert rows["stem"].flops == 3 * 3 * 3 * 6 * 8 * 8
+    assert rows["b1_conv1"].flops == 6 * 4 * 8 * 8
+    assert rows["logits"].flops == 6 * 3
+    assert rows["stem_bn"].flops == 0 and rows["stem_bn"].params == 24
+    pruned = kgraph.prune(model, 0.5)
+    after = kgraph.stats(pruned)
+    assert after.params == pruned.count_params() and after.flops < report.flops
+    table = str(report.compare(after))
+    assert table.splitlines()[0].split() == [
+        "layer",
+        "params",
+        "before",
+        "params",
+        "after",
+        "FLOPs",
+        "before",
+        "FLOPs",
+        "after",
+    ]
+    assert f"({after.params / report.params:.1%})" in table.splitlines()[-1]
+
+
+def test_stats_count_a_shared_layer_once() -> None:
+    shared = L.Dense(4, name="shared")
+    a, b = keras.Input((3,)), keras.Input((3,))
+    model = keras.Model([a, b], L.Add()([shared(a), shared(b)]))
+    report = kgraph.stats(model)
+    assert report.params == model.count_params() == 16
+    assert report.flops == 2 * 12
