@@ -123,7 +123,7 @@ def test_apoz_counts_zero_activations() -> None:
     group = by_owner(kgraph.channel_groups(graph))["b1_conv1"]
     x = np.random.default_rng(0).normal(size=(10, 8, 8, 3)).astype("float32")
     (scores,) = importance(graph, [group], "apoz", data=x, batch_size=4)
-    activations = keras.Model(model.inputs, model.get_layer("b1_conv1").output)(x)
+    activations = keras.Model(model.input, model.get_layer("b1_conv1").output)(x)
     zeros = (np.asarray(activations) == 0).reshape(-1, 4).mean(axis=0)
     np.testing.assert_allclose(scores, 1.0 - zeros, rtol=1e-6)
     # the same from a tf.data pipeline of (x, y) batches
