@@ -35,9 +35,17 @@ from kgraph.passes import (
     PassResult,
     PropagateMasks,
     ReplaceLayer,
+    Sparsify,
 )
-from kgraph.prune import prune
+from kgraph.prune import iterative_prune, prune
 from kgraph.rules import Rule, register_rule, unregister_rule
+from kgraph.sparse import (
+    ConstantSparsity,
+    GradualPruning,
+    PolynomialDecay,
+    SparsityError,
+    sparsity,
+)
 from kgraph.stats import Stats, stats
 
 __version__ = "0.1.0"
@@ -45,10 +53,12 @@ __version__ = "0.1.0"
 __all__ = [
     "ChannelError",
     "ChannelGroup",
+    "ConstantSparsity",
     "DeleteChannels",
     "DeleteHeads",
     "DeleteLayer",
     "EliminateDeadNodes",
+    "GradualPruning",
     "Graph",
     "InsertLayer",
     "KGraphError",
@@ -59,11 +69,14 @@ __all__ = [
     "Node",
     "Pass",
     "PassResult",
+    "PolynomialDecay",
     "PropagateMasks",
     "PruningError",
     "ReplaceLayer",
     "Rule",
     "Slot",
+    "Sparsify",
+    "SparsityError",
     "Stats",
     "SurgeryError",
     "Tensor",
@@ -71,9 +84,11 @@ __all__ = [
     "VerificationError",
     "channel_groups",
     "importance",
+    "iterative_prune",
     "lift",
     "prune",
     "register_rule",
+    "sparsity",
     "stats",
     "unregister_rule",
 ]

@@ -36,7 +36,7 @@ from kgraph.lift import lift
 from kgraph.passes.base import Pass
 from kgraph.passes.delete_channels import DeleteChannels
 
-__all__ = ["DeleteGroupChannels", "plan_pruning", "prune", "prune_graph"]
+__all__ = ["DeleteGroupChannels", "iterative_prune", "plan_pruning", "prune", "prune_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -226,3 +226,40 @@ def prune(
         seed=seed,
     )
     return prune_graph(graph, ratio, criterion, **options).lower()
+
+
+def iterative_prune(
+    model: keras.Model,
+    steps: int,
+    ratio: float,
+    fit: Any,
+    criterion: Criterion = "l1",
+    **options: Any,
+) -> keras.Model:
+    """Delete `ratio` of the channels in `steps` rounds, fine-tuning after each.
+
+    Each round prunes `1 - (1 - ratio) ** (1 / steps)` of what is left with
+    `kgraph.prune(..., criterion, **options)`, then calls `fit(model, round)`,
+    which trains the (uncompiled) model and may return a replacement.
+
+    Example:
+        >>> def fit(model, step):
+        ...     model.compile("adam", "sparse_categorical_crossentropy")
+        ...     model.fit(x, y, epochs=1, verbose=0)
+        >>> small = kgraph.iterative_prune(model, steps=3, ratio=0.5, fit=fit)
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise PruningError(f"steps must be a positive integer, got {steps!r}")
+    ratio = _check_ratio(ratio, "ratio")
+    if not callable(fit):
+        raise PruningError(f"fit must be a callable fit(model, step), got {fit!r}")
+    per_step = 1 - (1 - ratio) ** (1 / steps)
+    for step in range(steps):
+        model = prune(model, per_step, criterion, **options)
+        log.info(
+            "iterative pruning: round %d/%d pruned %.3f of the channels", step + 1, steps, per_step
+        )
+        result = fit(model, step)
+        if isinstance(result, keras.Model):
+            model = result
+    return model

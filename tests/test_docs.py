@@ -18,7 +18,14 @@ def python_blocks(page: Path) -> list[str]:
 
 def test_every_page_is_found() -> None:
     names = {page.name for page in PAGES}
-    assert {"README.md", "concepts.md", "passes.md", "rules.md", "kerassurgeon.md", "pruning.md"} <= names
+    assert {
+        "README.md",
+        "concepts.md",
+        "passes.md",
+        "rules.md",
+        "kerassurgeon.md",
+        "pruning.md",
+    } <= names
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
