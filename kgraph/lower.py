@@ -1,8 +1,9 @@
 """`lower`: generate a fresh functional `keras.Model` from a `Graph`.
 
 Walking the IR in topological order, each layer is created anew from its config
-(one object per layer, called once per call), called on the new tensors, and
-given the IR's weights. No layer object of the lifted model is reused.
+(one object per layer, called once per call) and called on the new tensors; its
+variables are created straight from the IR's weights, so no initialiser runs for
+values that would be overwritten. No layer object of the lifted model is reused.
 
 Example:
     >>> model2 = kgraph.lift(model).lower()
@@ -17,6 +18,7 @@ import keras
 from kgraph.errors import LowerError
 from kgraph.ir import Node, same_layer
 from kgraph.keras_utils import fill_template, from_config
+from kgraph.weight_feed import feeding
 
 if TYPE_CHECKING:
     from kgraph.graph import Graph
@@ -32,15 +34,23 @@ def _create(node: Node) -> Any:
 
 
 def _set_weights(layer: Any, node: Node) -> None:
-    if not node.weights:
-        return
     try:
         layer.set_weights(list(node.weights))
     except ValueError as error:
         raise LowerError(f"weights of {node.describe()} do not fit the layer: {error}") from error
+
+
+def _finalize(layer: Any) -> None:
     finalize = getattr(layer, "finalize_state", None)
     if callable(finalize):  # e.g. Normalization derives its mean/variance from weights
         finalize()
+
+
+def _call(layer: Any, node: Node, values: list[Any]) -> Any:
+    try:
+        return layer(*fill_template(node.args, values), **fill_template(dict(node.kwargs), values))
+    except Exception as error:  # Keras raises many error types from calls
+        raise LowerError(f"calling {node.describe()} failed while lowering: {error}") from error
 
 
 def lower(graph: Graph) -> keras.Model:
@@ -67,19 +77,18 @@ def lower(graph: Graph) -> keras.Model:
                     f"({node.class_name}) were changed differently, so one layer cannot serve "
                     "both; make the same change to every call"
                 )
+            outputs = _call(layer, node, values)
         else:
-            layer, first = _create(node), node
+            # Build the layer with its IR weights as initial values: no initialiser runs.
+            with feeding(node.weights) as feed:
+                layer = _create(node)
+                outputs = _call(layer, node, values)
             layers[node.layer] = (layer, node)
-        try:
-            outputs = layer(
-                *fill_template(node.args, values), **fill_template(dict(node.kwargs), values)
-            )
-        except Exception as error:  # Keras raises many error types from calls
-            raise LowerError(f"calling {node.describe()} failed while lowering: {error}") from error
+            if node.weights and not feed.complete(layer):
+                _set_weights(layer, node)
+            _finalize(layer)
         for slot, tensor in enumerate(keras.tree.flatten(outputs)):
             tensors[(name, slot)] = tensor
-        if first is node:
-            _set_weights(layer, node)
     inputs = [tensors[(n, 0)] for n in graph.input_names]
     outputs = [tensors[graph.producers(n)[0]] for n in graph.output_names]
     return keras.Model(

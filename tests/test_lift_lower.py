@@ -267,3 +267,31 @@ def test_embedding_mask_propagation_is_kept() -> None:
     lowered = roundtrip(model)
     tokens = np.array([[1, 2, 3, 0, 0, 0], [4, 0, 0, 0, 0, 0]], "int32")
     np.testing.assert_allclose(np.asarray(model(tokens)), np.asarray(lowered(tokens)), rtol=1e-6)
+
+
+def test_lowering_runs_no_random_initialiser(monkeypatch) -> None:
+    """Variables are created from the IR's weights, not initialised and overwritten."""
+    import keras.src.initializers.random_initializers as random_initializers
+
+    calls = []
+    for name in ("normal", "uniform", "truncated_normal"):
+        original = getattr(random_initializers.random, name)
+
+        def spy(*args, _original=original, **kwargs):
+            calls.append(args)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(random_initializers.random, name, spy)
+    x = keras.Input((6, 6, 3))
+    y = L.Conv2D(4, 3, name="conv")(x)
+    y = L.BatchNormalization(name="bn")(y)
+    y = L.SeparableConv2D(4, 3, name="sep")(y)
+    y = L.Reshape((4, 4), name="seq")(y)  # (2, 2, 4) feature map as 4 steps
+    y = L.LSTM(3, name="lstm")(L.MultiHeadAttention(2, 2, name="mha")(y, y))
+    model = keras.Model(x, L.Dense(2, name="head")(y))
+    graph = kgraph.lift(model)
+    calls.clear()
+    lowered = graph.lower()
+    assert calls == []
+    assert_same_weights(model, lowered)
+    assert_same_outputs(model, lowered, sample_inputs(model), rtol=1e-6, atol=1e-6)
