@@ -18,7 +18,7 @@ def test_ruff_is_clean() -> None:
     if not Path(ruff).exists():
         pytest.fail("ruff is part of the test extras: pip install -e '.[test]'")
     result = subprocess.run(
-        [ruff, "check", "kgraph", "tests"], cwd=ROOT, capture_output=True, text=True
+        [ruff, "check", "kgraph", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
