@@ -391,5 +391,21 @@ class Graph:
 
         return format_graph(self)
 
+    def to_dot(self) -> str:
+        """Graphviz DOT source of this graph, changed nodes and pruned edges highlighted."""
+        from kgraph.dump import to_dot
+
+        return to_dot(self)
+
+    def dump(self, path: str | os.PathLike[str]) -> Path:
+        """Write this graph to `path` as .txt, .dot, .svg, .png or .html (by extension).
+
+        `.svg` and `.png` need Graphviz's `dot` program; the `.html` page is
+        self-contained. Missing folders are created. See `kgraph.dump`.
+        """
+        from kgraph.dump import dump
+
+        return dump(self, path)
+
     def __repr__(self) -> str:
         return f"<kgraph.Graph {self.name!r}: {len(self)} nodes>"

@@ -29,7 +29,6 @@ from helpers import (
     GENERATED_CASES,
     assert_same_outputs,
     copy_model,
-    delete,
     fingerprint,
     gate_columns,
     sample_inputs,
@@ -40,6 +39,9 @@ from helpers import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import kgraph
+from kgraph.passes import DeleteChannels
+
 L = keras.layers
 
 Entry = tuple[int, int] | None  # (group, index in the group), None: not deletable
@@ -49,10 +51,13 @@ ACTIVATIONS = [None, "relu", "tanh", "elu"]  # f(0) == 0: dead channels stay dea
 CELLS = ["SimpleRNN", "GRU", "LSTM"]
 MAX_FLAT = 20  # widest tensor a Flatten may produce
 OPERATIONS = {  # what may follow a tensor of each kind (and "flatten" when it is narrow)
-    "vec": "dense einsum act bn residual merge concat side repeat reshape".split(),
-    "seq": "dense td rnn bidir act bn residual merge concat side mha gap permute".split(),
-    "perm": "pdense pconcat act permute".split(),
+    "vec": ["dense", "einsum", "act", "bn", "residual", "merge", "concat", "side", "repeat"],
+    "seq": ["dense", "td", "rnn", "bidir", "act", "bn", "residual", "merge", "concat", "side"],
+    "perm": ["pdense", "pconcat", "act", "permute"],
 }
+OPERATIONS["vec"].append("reshape")
+# recurrent layers and attention twice as likely
+OPERATIONS["seq"].extend(["rnn", "bidir", "mha", "mha", "gap", "permute"])
 
 
 # -- drawing a program ----------------------------------------------------------------
@@ -233,7 +238,10 @@ class Builder:
         layer = L.Bidirectional(cell(units, return_sequences=True), merge_mode="sum", name=name)
         return layer(y), self.owner(name, "bisum", out)
 
-    def op(self, op: tuple, y: Any, layout: Layout, kind: str) -> tuple[Any, Layout]:
+    def op(
+        self, op: tuple, y: Any, layout: Layout, kind: str, later: Sequence[tuple] = ()
+    ) -> tuple[Any, Layout]:
+        """Apply `op` to `y` (of `kind`, channels `layout`); `later` are the ops after it."""
         name = op[0]
         if name == "dense":
             return self.produce("dense", op[1], y, layout, activation=op[2])
@@ -274,9 +282,16 @@ class Builder:
             return merged(name=self.name(merge))(branches), out
         if name == "concat":
             parts, joined = [], []
+            # Every branch but the first may lose all its channels (and disappear).
+            # Excluded, kgraph bug "bypassed Concatenate": when a Concatenate is left with
+            # one input, PropagateMasks bypasses it and its users see that input's own
+            # coordinates, so a later Add with a tensor sliced in the Concatenate's
+            # coordinates (a residual Dense, MultiHeadAttention's residual) raises a false
+            # MaskConflictError. Before such an Add, two branches always keep channels.
+            bypass_bug = any(o[0] in ("residual", "mha") for o in later)
             for i, (member, units, post) in enumerate(op[1]):
-                # every branch but the first may lose all its channels (and disappear)
-                out = self.group(units, "free" if i == 0 else "droppable")
+                droppable = i >= (2 if bypass_bug else 1)
+                out = self.group(units, "droppable" if droppable else "free")
                 h, _ = self.produce(member, units, y, layout, out=out)
                 if post == "bn":
                     bn = self.name("bn")
@@ -338,8 +353,8 @@ def build(program: dict) -> Built:
         x = keras.Input(shape, name="x")
         y, layout = x, [None] * features
         kind = "vec" if front == "vector" else "seq"
-    for op in program["ops"]:
-        y, layout = builder.op(op, y, layout, kind)
+    for i, op in enumerate(program["ops"]):
+        y, layout = builder.op(op, y, layout, kind, later=program["ops"][i + 1 :])
         kind = _after(op, kind, len(layout), 0)[0]
     if kind == "perm":
         y = L.Permute((2, 1), name="unpermute")(y)
@@ -422,9 +437,14 @@ def dead_copy(built: Built, deletions: dict[str, list[int]], groups: dict) -> ke
 # -- the property ---------------------------------------------------------------------
 
 
-def draw_group_deletions(data: st.DataObject, groups: list[tuple[int, str]]) -> dict:
-    """Deleted indices per group: never all of a group, except a droppable concat branch;
-    Bidirectional(concat) groups lose as many forward (first half) as backward units."""
+def draw_group_deletions(
+    data: st.DataObject, groups: list[tuple[int, str]], droppable: bool
+) -> dict[int, set[int]]:
+    """Deleted indices per group.
+
+    Never all of a group, except a droppable concat branch (when `droppable`);
+    Bidirectional(concat) groups lose as many forward (first half) as backward units.
+    """
     chosen: dict[int, set[int]] = {}
     for gid, (width, mode) in enumerate(groups):
         if mode == "halves":
@@ -437,10 +457,30 @@ def draw_group_deletions(data: st.DataObject, groups: list[tuple[int, str]]) -> 
         elif data.draw(st.integers(0, 3), label=f"group {gid} kept") == 0:
             chosen[gid] = set()  # one group in four keeps all its channels
         else:
-            most = width if mode == "droppable" else width - 1
+            most = width if mode == "droppable" and droppable else width - 1
             indices = st.lists(st.integers(0, width - 1), unique=True, min_size=1, max_size=most)
             chosen[gid] = set(data.draw(indices, label=f"group {gid}"))
     return chosen
+
+
+def apply_in_stages(
+    model: keras.Model, owners: Sequence[Owner], groups: dict[int, set[int]], stages: list[int]
+) -> keras.Model:
+    """Delete the groups' channels with one `apply(..., verify=True)` per stage.
+
+    `stages[g]` is the apply that deletes group g (each group whole in one apply, as
+    merged branches must be); channel indices always refer to the lifted model.
+    """
+    graph = kgraph.lift(model)
+    for stage in sorted(set(stages)):
+        part = {g: (ch if stages[g] == stage else set()) for g, ch in groups.items()}
+        passes = []
+        for owner in owners:
+            channels = deleted_positions(owner.layout, part)
+            if channels:
+                passes.append(DeleteChannels(owner.name, channels))
+        graph = graph.apply(*passes, verify=True)
+    return graph.lower()
 
 
 def owner_units(layer: keras.layers.Layer, kind: str) -> int:
@@ -470,14 +510,20 @@ def test_random_sequence_models_and_deletions(program: dict, data: st.DataObject
     randomize(model, program["seed"])
     before = fingerprint(model)
 
-    groups = draw_group_deletions(data, built.groups)
+    # Half of the cases delete in two successive apply() calls. Then no concat branch
+    # is deleted whole. Excluded, kgraph bug "re-inferred Concatenate": a Concatenate
+    # that dropped an input changes coordinates when a later apply() re-infers it, and
+    # an Add after it then raises a false MaskConflictError.
+    two_applies = data.draw(st.booleans(), label="two applies")
+    groups = draw_group_deletions(data, built.groups, droppable=not two_applies)
+    stages = [data.draw(st.integers(0, 1)) if two_applies else 0 for _ in groups]
     deletions = {}
     for owner in built.owners:
         channels = deleted_positions(owner.layout, groups)
         if channels:
             deletions[owner.name] = channels
     dead = dead_copy(built, deletions, groups)
-    pruned = delete(dead, deletions)  # apply(..., verify=True), then lower()
+    pruned = apply_in_stages(dead, built.owners, groups, stages)
     assert_same_outputs(dead, pruned, sample_inputs(model))
     assert fingerprint(model) == before
 

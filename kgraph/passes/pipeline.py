@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kgraph.dump import to_dot
 from kgraph.errors import KGraphError
 from kgraph.passes.base import Pass
 from kgraph.passes.eliminate_dead_nodes import EliminateDeadNodes
@@ -28,9 +29,11 @@ def _dump(graph: Graph, dump_dir: Path | None, step: int, name: str) -> None:
     if dump_dir is None:
         return
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    stem = dump_dir / f"{step:02d}-{slug}"
     try:
         dump_dir.mkdir(parents=True, exist_ok=True)
-        (dump_dir / f"{step:02d}-{slug}.txt").write_text(str(graph) + "\n", encoding="utf-8")
+        stem.with_suffix(".txt").write_text(str(graph) + "\n", encoding="utf-8")
+        stem.with_suffix(".dot").write_text(to_dot(graph), encoding="utf-8")
     except OSError as error:
         raise KGraphError(f"cannot write the IR dump to {dump_dir}: {error}") from error
 
