@@ -206,6 +206,12 @@ class _Analysis:
             self.size.setdefault(own.space, own.mask.size)
             self.find(own.space)
             self.owned[node.name] = own.space
+        restriction = rule.restricts(node)
+        if restriction:
+            for tensor in node.inputs[:1]:
+                self._block(tensor.space, restriction)
+            if own is not None:
+                self._block(own.space, restriction)
 
     def _groups(self) -> list[tuple[Hashable, ChannelGroup]]:
         spaces_of: dict[Hashable, list[Hashable]] = defaultdict(list)

@@ -96,10 +96,27 @@ def _keep_count(alive_count: int, remove: int, min_channels: int, round_to: int 
     return min(keep, alive_count)
 
 
-def _lowest(scores: np.ndarray, kept: np.ndarray, count: int) -> list[int]:
+def _lowest(
+    group: ChannelGroup, scores: np.ndarray, kept: np.ndarray, count: int, min_channels: int
+) -> list[int]:
+    """The `count` lowest-scoring kept channels of `group`, skipping any whose deletion
+    would leave one of its owners (a slice of the group when a Concatenate put owners
+    side by side, as in InceptionResNetV2) with fewer than `min_channels` channels."""
     candidates = np.flatnonzero(kept)
     order = candidates[np.argsort(scores[candidates], kind="stable")]
-    return sorted(order[:count].tolist())
+    slices = list(zip(group.offsets, group.widths)) or [(0, kept.size)]
+    left = [int(kept[start : start + width].sum()) for start, width in slices]
+    chosen: list[int] = []
+    for channel in order.tolist():
+        if len(chosen) == count:
+            break
+        hit = [i for i, (start, width) in enumerate(slices) if start <= channel < start + width]
+        if any(left[i] <= max(min_channels, 1) for i in hit):
+            continue
+        for i in hit:
+            left[i] -= 1
+        chosen.append(channel)
+    return sorted(chosen)
 
 
 def plan_pruning(
@@ -144,7 +161,7 @@ def plan_pruning(
             r = own_ratios[i] if own_ratios[i] is not None else ratio
             n = int(mask.sum())
             keep = _keep_count(n, math.floor(n * r), min_channels, round_to)
-            plans[i] = _lowest(score, mask, n - keep)
+            plans[i] = _lowest(group, score, mask, n - keep, min_channels)
         else:
             mean = float(np.mean(score[mask]))
             normalised = score / mean if mean > 0 else score
@@ -162,7 +179,7 @@ def plan_pruning(
         for i, count in removed.items():
             n = int(kept[i].sum())
             keep = _keep_count(n, count, min_channels, round_to)
-            plans[i] = _lowest(scores[i], kept[i], n - keep)
+            plans[i] = _lowest(groups[i], scores[i], kept[i], n - keep, min_channels)
     return [(groups[i], channels) for i, channels in sorted(plans.items()) if channels]
 
 

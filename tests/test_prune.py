@@ -277,3 +277,32 @@ def test_stats_count_a_shared_layer_once() -> None:
     report = kgraph.stats(model)
     assert report.params == model.count_params() == 16
     assert report.flops == 2 * 12
+
+
+def test_every_owner_of_a_concatenated_group_keeps_min_channels() -> None:
+    """InceptionResNetV2's pattern: a Concatenate of owners feeds a residual Add, so the
+    group holds each owner as a slice. The weakest slice must keep `min_channels`
+    (deleting it whole would disconnect its branch)."""
+    x = keras.Input((6, 6, 3))
+    weak = L.Conv2D(2, 1, name="weak")(x)
+    strong = L.Conv2D(6, 1, name="strong")(x)
+    joined = L.Concatenate(name="joined")([weak, strong])
+    stream = L.Conv2D(8, 1, name="stream")(x)
+    y = L.Add(name="add")([stream, joined])
+    model = keras.Model(x, L.Conv2D(2, 1, name="head")(y))
+    for name, scale in (("weak", 1e-3), ("strong", 10.0), ("stream", 10.0)):
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([kernel * scale, bias])
+    group = next(g for g in kgraph.channel_groups(model) if "weak" in g.owners)
+    assert dict(zip(group.owners, zip(group.offsets, group.widths))) == {
+        "weak": (0, 2), "strong": (2, 6), "stream": (0, 8),
+    }  # fmt: skip
+    graph = kgraph.lift(model)
+    (scores,) = importance(graph, [group], "l1")
+    assert set(np.argsort(scores)[:2]) == {0, 1}  # weak's two channels score lowest
+    ((_, channels),) = plan_pruning(graph, 0.5)
+    assert len(channels) == 4 and len({0, 1} & set(channels)) == 1
+    others = [c for c in np.argsort(scores) if c > 1]
+    assert sorted(set(channels) - {0, 1}) == sorted(others[:3])
+    pruned = kgraph.prune(model, 0.5, min_channels=1)
+    assert [pruned.get_layer(n).filters for n in ("weak", "strong", "stream")] == [1, 3, 4]

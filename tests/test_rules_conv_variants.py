@@ -562,3 +562,60 @@ def test_check_finds_weights_out_of_line(name: str, make, weight: str, axis: int
     bad = node.with_weights(**{weight: _corrupt(node.weight(weight), axis)})
     problems = rule.check(bad)
     assert problems and any(weight in p or "kernel" in p for p in problems), problems
+
+
+def convnext_block() -> keras.Model:
+    """ConvNeXt's pattern: a residual stream through a depthwise Conv2D(groups=channels)."""
+    x = keras.Input((6, 6, 3))
+    stream = L.Conv2D(8, 1, name="stem")(x)
+    y = L.Conv2D(8, 3, groups=8, padding="same", name="dwconv")(stream)
+    y = L.BatchNormalization(name="bn")(y)
+    y = L.Conv2D(8, 1, name="project")(y)
+    y = L.Add(name="add")([stream, y])
+    return randomize(keras.Model(x, L.Conv2D(2, 1, name="head")(y)))
+
+
+def test_grouped_conv_with_a_group_per_channel_is_coupled_like_a_depthwise_conv() -> None:
+    """The depthwise Conv2D owns no channels: it joins its input's group, and deleting
+    the stream's channels removes its groups (a kernel column, a bias each)."""
+    model = convnext_block()
+    (stream,) = [g for g in kgraph.channel_groups(model) if "stem" in g.owners]
+    assert stream.owners == ("stem", "project")
+    assert stream.members == ("stem", "dwconv", "bn", "project", "add")
+    assert stream.prunable
+
+    def zero(dead: keras.Model) -> None:
+        for name in ("stem", "project"):
+            zero_outputs(dead.get_layer(name), [1, 5])
+        zero_bias(dead.get_layer("dwconv"), [1, 5])
+        zero_batchnorm(dead.get_layer("bn"), [1, 5])
+
+    _, pruned = check_dead(model, {"stem": [1, 5], "project": [1, 5]}, zero)
+    kernel, bias = weights_of(model, "dwconv")
+    np.testing.assert_array_equal(weights_of(pruned, "dwconv")[0], np.delete(kernel, [1, 5], -1))
+    np.testing.assert_array_equal(weights_of(pruned, "dwconv")[1], np.delete(bias, [1, 5]))
+    assert (pruned.get_layer("dwconv").groups, pruned.get_layer("dwconv").filters) == (6, 6)
+    np.testing.assert_array_equal(
+        weights_of(pruned, "project")[0],
+        np.delete(np.delete(weights_of(model, "project")[0], [1, 5], -1), [1, 5], -2),
+    )
+
+
+def test_prune_shrinks_a_depthwise_grouped_conv_with_its_stream() -> None:
+    model = convnext_block()
+    pruned = kgraph.prune(model, 0.5)
+    assert [pruned.get_layer(n).filters for n in ("stem", "dwconv", "project")] == [4, 4, 4]
+    assert pruned.get_layer("dwconv").groups == 4
+
+
+def test_channel_groups_leave_grouped_convolutions_to_equal_deletions() -> None:
+    """prune cannot promise equal deletions per group: the groups a grouped conv reads
+    and owns are not prunable, with a reason; DeleteChannels still does equal ones."""
+    model = grouped_model(2, "channels_last", channels=6, filters=4, groups=2)
+    groups = {g.owners[0]: g for g in kgraph.channel_groups(model)}
+    for name in ("conv", "gconv"):
+        assert not groups[name].prunable
+        assert "'gconv' (Conv2D) is a grouped convolution (groups=2)" in groups[name].reason
+    pruned = kgraph.prune(model, 0.5)
+    assert pruned.get_layer("gconv").get_config()["groups"] == 2
+    assert pruned.count_params() == model.count_params()

@@ -42,7 +42,6 @@ from test_applications import (
 )
 
 import kgraph
-from kgraph.errors import ChannelError
 from kgraph.graph import Graph
 from kgraph.groups import ChannelGroup, analysis
 from kgraph.ir import Space, Tensor
@@ -67,24 +66,6 @@ CROSS_CHANNEL_LAYERS = (
 )
 CROSS_CHANNEL = frozenset(name for name in ARCHITECTURES if name.startswith("ConvNeXt"))
 DEAD_ARCHITECTURES = [name for name in ARCHITECTURES if name not in CROSS_CHANNEL]
-
-# Known kgraph bugs (reported, with minimal reproducers, in the zoo tests' report):
-GROUPED_DEPTHWISE_BUG = (
-    "kgraph bug: ConvNeXt's depthwise convolution is a Conv2D with groups=filters "
-    "(one filter per group); its output group is reported prunable, but ConvRule "
-    "refuses any deletion that does not take the same number of filters from every "
-    "group, so prune's plan fails with ChannelError"
-)
-WHOLE_SEGMENT_BUG = (
-    "kgraph bug: plan_pruning keeps min_channels per group, not per owner slice; in "
-    "InceptionResNetV2's group of 2080 channels (concatenations before residual adds) "
-    "it deletes all 320 channels of the mixed_5b stream, which disconnects the network "
-    "(ChannelError: every channel of 'conv2d_5' would be deleted)"
-)
-PRUNE_FAILURES = {
-    **{name: GROUPED_DEPTHWISE_BUG for name in CROSS_CHANNEL},
-    "InceptionResNetV2": WHOLE_SEGMENT_BUG,
-}
 
 # Pruning changes what is summed (fewer channels), not how: the outputs of the
 # dead copy and of the pruned model agree to float32 rounding (measured: at most
@@ -163,12 +144,6 @@ def _collect() -> Iterator[None]:
     """Free a test's pruned and loaded models before the next test."""
     yield
     gc.collect()
-
-
-def expect_failure(request: pytest.FixtureRequest, reason: str | None) -> None:
-    """Mark this test as a known failure (strict: it must fail, with a ChannelError)."""
-    if reason is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, raises=ChannelError, reason=reason))
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -292,7 +267,6 @@ def output_width(layer: keras.layers.Layer) -> int:
 
 def test_zoo_covers_every_architecture() -> None:
     assert len(ARCHITECTURES) == EXPECTED_ARCHITECTURES
-    assert set(PRUNE_FAILURES) <= set(ARCHITECTURES)
     assert len(CROSS_CHANNEL) == 5
     assert len(DEAD_ARCHITECTURES) == EXPECTED_ARCHITECTURES - len(CROSS_CHANNEL)
 
@@ -314,9 +288,7 @@ def test_zoo_prune(
     name: str,
     scope: str,
     tmp_path: Path,
-    request: pytest.FixtureRequest,
 ) -> None:
-    expect_failure(request, PRUNE_FAILURES.get(name))
     model, x = architecture.model, architecture.x
 
     pruned = kgraph.prune(model, 0.5, scope=scope)

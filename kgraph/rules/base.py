@@ -95,6 +95,11 @@ class Rule:
         """Problems with `node`'s weights or config for its channels (for `Graph.verify`)."""
         return []
 
+    def restricts(self, node: Node) -> str:
+        """Why the channels `node` reads or owns cannot lose an arbitrary subset ("" when
+        they can); `kgraph.channel_groups` marks their groups not prunable with it."""
+        return ""
+
     def channel_norms(self, node: Node, order: int) -> np.ndarray | None:
         """The `order`-norm of the weights making each of the node's own output channels.
 

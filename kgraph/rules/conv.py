@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 import numpy as np
 
 from kgraph.errors import ChannelError
-from kgraph.ir import Node, seal
-from kgraph.rules.base import take
+from kgraph.ir import Node, Tensor, freeze_array, seal
+from kgraph.rules.base import carry, take
 from kgraph.rules.channelwise import data_format_axis
 from kgraph.rules.producer import ProducerRule
 
-__all__ = ["ConvRule", "input_channels"]
+__all__ = ["ConvRule", "depthwise_output", "input_channels", "reads_channel_axis"]
 
 
 def input_channels(node: Node) -> int | None:
@@ -22,6 +24,27 @@ def input_channels(node: Node) -> int | None:
     if source.axis is None or source.axis != data_format_axis(node, len(source.shape)):
         return None
     return source.channels
+
+
+def reads_channel_axis(node: Node, source: Tensor) -> bool:
+    """Whether `source` has tracked channels on the axis `node`'s data_format reads."""
+    return source.mask is not None and source.axis == data_format_axis(node, len(source.shape))
+
+
+def depthwise_output(node: Node, source: Tensor, out: Tensor, m: int) -> Tensor:
+    """`out` of a depthwise convolution of `source` with `m` filters per input channel.
+
+    Output channel `c * m + j` is filter j of input channel c, so the output's
+    channels derive from the input's (with m = 1 they simply are the input's).
+    """
+    axis = data_format_axis(node, len(out.shape))
+    if m == 1:
+        return carry(out, source, axis=axis)
+    mask = freeze_array(np.repeat(source.mask, m))
+    shape = list(out.shape)
+    shape[axis] = int(mask.sum())
+    space = ("depthwise", node.name, source.space, m)
+    return attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space)
 
 
 def _per_group(deleted: np.ndarray, groups: int) -> np.ndarray:
@@ -44,6 +67,12 @@ class ConvRule(ProducerRule):
     - `DeleteChannels` must take the same number of filters from every group; a whole
       output group cannot go alone (its input group would stay), so it is refused.
 
+    When every group reads one input channel (`groups` = input channels, as in
+    ConvNeXt's depthwise convolutions), the layer is a depthwise convolution and
+    treated as one: it owns no channels, its outputs follow its input's channels
+    (deleting input channel c deletes output group c), and channel groups couple
+    them through it.
+
     Keras keeps this kernel layout in both data formats; only the tensors' channel
     axis moves (1 for channels_first, last for channels_last).
     """
@@ -60,11 +89,45 @@ class ConvRule(ProducerRule):
     def groups(self, node: Node) -> int:
         return int(node.config.get("groups", 1) or 1)
 
+    def depthwise(self, node: Node) -> int | None:
+        """Filters per group when each group reads one input channel tracked on the
+        channel axis (a depthwise convolution), else None."""
+        groups = self.groups(node)
+        if groups == 1 or not node.inputs or not node.has_weight("kernel"):
+            return None
+        if node.meta.get("grouped"):  # lifted with several channels per group
+            return None
+        kernel = node.weight("kernel")
+        if kernel.shape[-2] != 1 or not reads_channel_axis(node, node.inputs[0]):
+            return None
+        return kernel.shape[-1] // groups
+
+    def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        m = self.depthwise(attrs.evolve(node, inputs=tuple(inputs)))
+        if m is None:
+            return super().infer(node, inputs)
+        return (depthwise_output(node, inputs[0], node.outputs[0], m),)
+
+    def restricts(self, node: Node) -> str:
+        groups = self.groups(node)
+        if groups == 1 or self.depthwise(node) is not None:
+            return ""
+        return (
+            f"{node.describe()} is a grouped convolution (groups={groups}): every group must "
+            "lose as many channels as the others, which pruning cannot promise; delete them "
+            "with DeleteChannels, the same number from each group"
+        )
+
+    def owned_output(self, node: Node) -> Tensor | None:
+        return None if self.depthwise(node) is not None else super().owned_output(node)
+
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         groups = self.groups(node)
         kernel = node.weight("kernel")
         if groups == 1:
             return node.with_weights(kernel=take(kernel, keep, kernel.ndim - 2))
+        if self.depthwise(node) is not None:
+            return self._drop_depthwise_groups(node, keep, kernel.shape[-1] // groups)
         size, filters = keep.size // groups, kernel.shape[-1]
         per_group = filters // groups
         rows = keep.reshape(groups, size)
@@ -83,9 +146,20 @@ class ConvRule(ProducerRule):
             if not gone[g]
         ]
         node = node.with_weights(kernel=np.concatenate(parts, axis=-1))
+        if node.weight("kernel").shape[-2] == 1:  # one channel per group left: its filters
+            node = attrs.evolve(node, meta={**node.meta, "grouped": True})  # stay its own
         if gone.any():
             node = self._drop_groups(node, gone, per_group)
         return node
+
+    def _drop_depthwise_groups(self, node: Node, keep: np.ndarray, per_group: int) -> Node:
+        """A depthwise `node` without the groups of deleted input channels (`~keep`)."""
+        outputs = np.repeat(keep, per_group)
+        updates = {"kernel": take(node.weight("kernel"), outputs, node.weight("kernel").ndim - 1)}
+        if node.has_weight("bias"):
+            updates["bias"] = take(node.weight("bias"), outputs, 0)
+        node = node.with_weights(**updates)
+        return node.with_config(groups=int(keep.sum()), filters=int(outputs.sum()))
 
     def _drop_groups(self, node: Node, gone: np.ndarray, per_group: int) -> Node:
         """`node` without the output groups `gone` (their inputs were all deleted)."""

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attrs
 import keras
 import numpy as np
 
-from kgraph.ir import Node, Tensor, freeze_array
+from kgraph.ir import Node, Tensor
 from kgraph.rules.base import (
     Rule,
-    carry,
     data_slots,
     expect_weights,
     fresh_output,
@@ -44,7 +42,7 @@ from kgraph.rules.base import (
     take,
 )
 from kgraph.rules.channelwise import data_format_axis
-from kgraph.rules.conv import input_channels
+from kgraph.rules.conv import depthwise_output, input_channels, reads_channel_axis
 from kgraph.rules.producer import ProducerRule
 
 __all__ = [
@@ -72,17 +70,9 @@ class DepthwiseConvRule(Rule):
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         source, out = inputs[0], node.outputs[0]
-        axis = data_format_axis(node, len(out.shape))
-        if source.mask is None or source.axis != data_format_axis(node, len(source.shape)):
-            return (fresh_output(node, out, axis),)
-        m = self.multiplier(node)
-        if m == 1:
-            return (carry(out, source, axis=axis),)
-        mask = freeze_array(np.repeat(source.mask, m))
-        space = ("depthwise", node.name, source.space, m)
-        shape = list(out.shape)
-        shape[axis] = int(mask.sum())
-        return (attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space),)
+        if not reads_channel_axis(node, source):
+            return (fresh_output(node, out, data_format_axis(node, len(out.shape))),)
+        return (depthwise_output(node, source, out, self.multiplier(node)),)
 
     def slice_inputs(
         self, node: Node, inputs: Sequence[Tensor], keeps: Sequence[np.ndarray | None]
