@@ -148,10 +148,13 @@ class _Analysis:
         """`space` as consecutive (element space, width) pieces; None if re-arranged."""
         if _is_element(space):
             return [(space, self.size[space])] if space in self.size else None
-        if isinstance(space, tuple) and space[0] == "concat":
+        if isinstance(space, tuple) and space[0] == "concat":  # (.., name, parts, widths)
             pieces: list[tuple[Hashable, int]] = []
-            for part in space[2]:
+            for part, width in zip(space[2], space[3]):
                 more = self._segments(part)
+                if more is None and _is_element(part) and part not in self.size:
+                    self.size[part] = width  # a part the Concatenate dropped: no node has it
+                    more = [(part, width)]
                 if more is None:
                     return None
                 pieces += more

@@ -120,7 +120,11 @@ def programs(draw: st.DrawFn) -> dict:
                     max_size=3,
                 )
             )
-            ops.append((op, tuple(branches)))
+            keeper = draw(st.integers(0, len(branches) - 1))  # never deleted whole
+            ops.append((op, tuple(branches), keeper))
+            if draw(st.booleans()):  # a residual right after: coordinates must not move
+                kind, width, steps = _after(ops[-1], kind, width, steps)
+                ops.append(("residual", draw(st.sampled_from(ACTIVATIONS))))
         elif op == "pconcat":
             ops.append((op, draw(units), draw(units)))
         elif op == "mha":
@@ -238,10 +242,8 @@ class Builder:
         layer = L.Bidirectional(cell(units, return_sequences=True), merge_mode="sum", name=name)
         return layer(y), self.owner(name, "bisum", out)
 
-    def op(
-        self, op: tuple, y: Any, layout: Layout, kind: str, later: Sequence[tuple] = ()
-    ) -> tuple[Any, Layout]:
-        """Apply `op` to `y` (of `kind`, channels `layout`); `later` are the ops after it."""
+    def op(self, op: tuple, y: Any, layout: Layout, kind: str) -> tuple[Any, Layout]:
+        """Apply `op` to `y` (of `kind`, channels `layout`)."""
         name = op[0]
         if name == "dense":
             return self.produce("dense", op[1], y, layout, activation=op[2])
@@ -282,16 +284,10 @@ class Builder:
             return merged(name=self.name(merge))(branches), out
         if name == "concat":
             parts, joined = [], []
-            # Every branch but the first may lose all its channels (and disappear).
-            # Excluded, kgraph bug "bypassed Concatenate": when a Concatenate is left with
-            # one input, PropagateMasks bypasses it and its users see that input's own
-            # coordinates, so a later Add with a tensor sliced in the Concatenate's
-            # coordinates (a residual Dense, MultiHeadAttention's residual) raises a false
-            # MaskConflictError. Before such an Add, two branches always keep channels.
-            bypass_bug = any(o[0] in ("residual", "mha") for o in later)
+            # Every branch but the keeper may lose all its channels and disappear; with
+            # one branch left the Concatenate goes too, even before a residual Add.
             for i, (member, units, post) in enumerate(op[1]):
-                droppable = i >= (2 if bypass_bug else 1)
-                out = self.group(units, "droppable" if droppable else "free")
+                out = self.group(units, "free" if i == op[2] else "droppable")
                 h, _ = self.produce(member, units, y, layout, out=out)
                 if post == "bn":
                     bn = self.name("bn")
@@ -353,8 +349,8 @@ def build(program: dict) -> Built:
         x = keras.Input(shape, name="x")
         y, layout = x, [None] * features
         kind = "vec" if front == "vector" else "seq"
-    for i, op in enumerate(program["ops"]):
-        y, layout = builder.op(op, y, layout, kind, later=program["ops"][i + 1 :])
+    for op in program["ops"]:
+        y, layout = builder.op(op, y, layout, kind)
         kind = _after(op, kind, len(layout), 0)[0]
     if kind == "perm":
         y = L.Permute((2, 1), name="unpermute")(y)
@@ -437,13 +433,11 @@ def dead_copy(built: Built, deletions: dict[str, list[int]], groups: dict) -> ke
 # -- the property ---------------------------------------------------------------------
 
 
-def draw_group_deletions(
-    data: st.DataObject, groups: list[tuple[int, str]], droppable: bool
-) -> dict[int, set[int]]:
+def draw_group_deletions(data: st.DataObject, groups: list[tuple[int, str]]) -> dict[int, set[int]]:
     """Deleted indices per group.
 
-    Never all of a group, except a droppable concat branch (when `droppable`);
-    Bidirectional(concat) groups lose as many forward (first half) as backward units.
+    Never all of a group, except a droppable concat branch; Bidirectional(concat)
+    groups lose as many forward (first half) as backward units.
     """
     chosen: dict[int, set[int]] = {}
     for gid, (width, mode) in enumerate(groups):
@@ -454,10 +448,12 @@ def draw_group_deletions(
             forward = data.draw(half, label=f"group {gid} forward")
             backward = data.draw(half, label=f"group {gid} backward")
             chosen[gid] = {*forward, *(u + units for u in backward)}
+        elif mode == "droppable" and data.draw(st.booleans(), label=f"group {gid} whole"):
+            chosen[gid] = set(range(width))  # half the branches leave their Concatenate
         elif data.draw(st.integers(0, 3), label=f"group {gid} kept") == 0:
             chosen[gid] = set()  # one group in four keeps all its channels
         else:
-            most = width if mode == "droppable" and droppable else width - 1
+            most = width if mode == "droppable" else width - 1
             indices = st.lists(st.integers(0, width - 1), unique=True, min_size=1, max_size=most)
             chosen[gid] = set(data.draw(indices, label=f"group {gid}"))
     return chosen
@@ -510,12 +506,10 @@ def test_random_sequence_models_and_deletions(program: dict, data: st.DataObject
     randomize(model, program["seed"])
     before = fingerprint(model)
 
-    # Half of the cases delete in two successive apply() calls. Then no concat branch
-    # is deleted whole. Excluded, kgraph bug "re-inferred Concatenate": a Concatenate
-    # that dropped an input changes coordinates when a later apply() re-infers it, and
-    # an Add after it then raises a false MaskConflictError.
+    # Half of the cases delete in two successive apply() calls (a concat branch may
+    # be deleted whole in either).
     two_applies = data.draw(st.booleans(), label="two applies")
-    groups = draw_group_deletions(data, built.groups, droppable=not two_applies)
+    groups = draw_group_deletions(data, built.groups)
     stages = [data.draw(st.integers(0, 1)) if two_applies else 0 for _ in groups]
     deletions = {}
     for owner in built.owners:

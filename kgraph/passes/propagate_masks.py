@@ -6,6 +6,10 @@ which tensors the node outputs now. Inputs whose channels were all deleted are
 dropped by a Concatenate (which disappears when one input remains) and make any
 other single-input layer vanish with them, as kerassurgeon does; an empty tensor
 reaching a model output is an error.
+
+Neither changes the coordinates of channels: a Concatenate keeps a dropped part (all
+deleted) in its output's coordinates, and the users of a bypassed one keep seeing
+their input in those coordinates (`INPUT_VIEWS`), in this apply() and later ones.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from kgraph.ir import Node, Tensor, remove_slot, seal
 from kgraph.passes.base import Pass
 from kgraph.rules import rule_for
 from kgraph.rules.base import data_slots
-from kgraph.rules.merge import branch_name
+from kgraph.rules.merge import INPUT_VIEWS, branch_name, seen_inputs
 
 __all__ = ["PropagateMasks", "relative_keep", "update_node"]
 
@@ -59,10 +63,14 @@ def relative_keep(node: Node, slot: int, old: Tensor, new: Tensor) -> np.ndarray
 
 
 def update_node(node: Node, inputs: Sequence[Tensor]) -> Node:
-    """`node` re-sliced for `inputs`, with its outputs inferred by its rule."""
+    """`node` re-sliced for `inputs`, with its outputs inferred by its rule.
+
+    The rule sees the inputs in the coordinates the node was built for (`seen_inputs`).
+    """
     rule = rule_for(node)
+    olds, news = seen_inputs(node, node.inputs), seen_inputs(node, inputs)
     keeps = []
-    for slot, (old, new) in enumerate(zip(node.inputs, inputs)):
+    for slot, (old, new) in enumerate(zip(olds, news)):
         try:
             keeps.append(relative_keep(node, slot, old, new))
         except ChannelError:
@@ -70,9 +78,11 @@ def update_node(node: Node, inputs: Sequence[Tensor]) -> Node:
                 raise
             keeps.append(None)  # the first layer that cares will say so
     if any(k is not None for k in keeps):
-        node = rule.slice_inputs(node, inputs, keeps)
-    outputs = rule.infer(node, inputs)
-    return attrs.evolve(node, inputs=tuple(inputs), outputs=tuple(outputs))
+        node = rule.slice_inputs(node, news, keeps)
+    outputs = tuple(rule.infer(node, news))
+    if len(outputs) == len(node.outputs):  # unchanged records stay: their users need no update
+        outputs = tuple(old if old.same_as(new) else new for old, new in zip(node.outputs, outputs))
+    return attrs.evolve(node, inputs=tuple(inputs), outputs=outputs)
 
 
 def _vanish(node: Node, inputs: Sequence[Tensor]) -> Node:
@@ -90,6 +100,9 @@ def _vanish(node: Node, inputs: Sequence[Tensor]) -> Node:
 
 def _drop_inputs(graph: Graph, node: Node, slots: Sequence[int]) -> Node:
     """Remove input `slots` of `node` from the graph and from its call template."""
+    record = getattr(rule_for(node), "drop_inputs", None)
+    if record is not None:
+        node = record(node, slots)
     for slot in sorted(slots, reverse=True):
         count = len(node.inputs)
         graph.disconnect(node.name, slot)
@@ -102,7 +115,28 @@ def _drop_inputs(graph: Graph, node: Node, slots: Sequence[int]) -> Node:
             kwargs=remove_slot(dict(node.kwargs), slot),
             inputs=node.inputs[:slot] + node.inputs[slot + 1 :],
         )
+        views = node.meta.get(INPUT_VIEWS)
+        if views:
+            kept = tuple((s - (s > slot), v) for s, v in views if s != slot)
+            node = attrs.evolve(node, meta={**node.meta, INPUT_VIEWS: kept})
     return node
+
+
+def _bypass(graph: Graph, node: Node) -> None:
+    """Remove `node` (a Concatenate left with one input): its users read that input.
+
+    They keep seeing it in the Concatenate's coordinates (`INPUT_VIEWS`).
+    """
+    ((src, src_slot),) = graph.producers(node.name)
+    space = node.outputs[0].space
+    for dst, dst_slot, _ in graph.users(node.name, 0):
+        user = graph.node(dst)
+        views = dict(user.meta.get(INPUT_VIEWS, ()))
+        views.setdefault(dst_slot, space)  # an older view already contains `space`
+        meta = {**user.meta, INPUT_VIEWS: tuple(sorted(views.items(), key=lambda v: v[0]))}
+        graph.set_node(attrs.evolve(user, meta=meta))
+    graph.redirect_users(node.name, 0, src, src_slot)
+    graph.remove_node(node.name)
 
 
 def _empty_root(graph: Graph, name: str) -> str:
@@ -129,9 +163,7 @@ class PropagateMasks(Pass):
                 node = _drop_inputs(graph, graph.node(name), slots)
                 graph.set_node(node)
                 if len(data_slots(node)) == 1:  # one input left: bypass the Concatenate
-                    ((src, src_slot),) = graph.producers(name)
-                    graph.redirect_users(name, 0, src, src_slot)
-                    graph.remove_node(name)
+                    _bypass(graph, node)
             _, drops = self._sweep(graph)
         return changed
 

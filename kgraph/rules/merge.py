@@ -4,12 +4,15 @@
   `keras.ops` binary operations on two tensors). All inputs must keep the same
   channels, otherwise `MaskConflictError` names the branches.
 - `ConcatenateRule`: masks are concatenated along the channel axis; an input whose
-  channels were all deleted is dropped from the call, as kerassurgeon does.
+  channels were all deleted is dropped from the call, as kerassurgeon does. The
+  output keeps the lifted coordinates: `("concat", node, part spaces, part widths)`,
+  a dropped part staying in them with every channel deleted
+  (`node.meta["dropped_parts"]`), so the users' masks stay comparable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import attrs
 import numpy as np
@@ -19,12 +22,22 @@ from kgraph.ir import Node, Tensor, mask_summary, seal
 from kgraph.rules.base import WeightlessRule, carry, data_slots, fresh_output, normalize_axis
 
 __all__ = [
+    "DROPPED_PARTS",
+    "INPUT_VIEWS",
     "ConcatenateRule",
     "ElementwiseMergeRule",
     "agreeing_inputs",
     "branch_name",
     "check_same_channels",
+    "in_view",
+    "seen_inputs",
 ]
+
+
+DROPPED_PARTS = "dropped_parts"  # meta: ((lifted position, space, width), ...) of a Concatenate
+# meta: ((slot, concat space), ...): the node read a Concatenate bypassed since on `slot`,
+# and still sees that input in the Concatenate's coordinates
+INPUT_VIEWS = "input_views"
 
 
 def branch_name(tensor: Tensor) -> str:
@@ -34,6 +47,44 @@ def branch_name(tensor: Tensor) -> str:
         return str(space[1])
     label = getattr(space, "label", "?")
     return label.rsplit("#", 1)[0]
+
+
+def _part(space: Hashable, part: Hashable) -> tuple[int, int] | None:
+    """(offset, width) of the channels of `part` inside concat coordinates `space`."""
+    if not (isinstance(space, tuple) and len(space) == 4 and space[0] == "concat"):
+        return None
+    start = 0
+    for sub, width in zip(space[2], space[3]):
+        if sub == part:
+            return start, width
+        inner = _part(sub, part)
+        if inner is not None:
+            return start + inner[0], inner[1]
+        start += width
+    return None
+
+
+def in_view(tensor: Tensor, space: Hashable) -> Tensor:
+    """`tensor` in the coordinates `space` of a Concatenate it is (nested) part of.
+
+    The other parts are deleted channels there. `tensor` itself when it is not a part.
+    """
+    if tensor.mask is None or tensor.space == space:
+        return tensor
+    found = _part(space, tensor.space)
+    if found is None or found[1] != tensor.mask.size:
+        return tensor
+    mask = np.zeros(sum(space[3]), dtype=bool)
+    mask[found[0] : found[0] + found[1]] = tensor.mask
+    return attrs.evolve(tensor, mask=seal(mask), space=space)
+
+
+def seen_inputs(node: Node, inputs: Sequence[Tensor]) -> list[Tensor]:
+    """`inputs` in the coordinates `node` was built for (see `INPUT_VIEWS`)."""
+    views = dict(node.meta.get(INPUT_VIEWS, ()))
+    if not views:
+        return list(inputs)
+    return [in_view(t, views[s]) if s in views else t for s, t in enumerate(inputs)]
 
 
 def _from_end(tensor: Tensor) -> int | None:
@@ -87,7 +138,7 @@ class ElementwiseMergeRule(WeightlessRule):
     """Inputs combined element by element: the output keeps the inputs' common channels."""
 
     def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
-        return agreeing_inputs(node, inputs)
+        return agreeing_inputs(node, seen_inputs(node, inputs))
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         slots = data_slots(node)
@@ -113,6 +164,7 @@ class ConcatenateRule(WeightlessRule):
         return normalize_axis(int(node.config.get("axis", -1)), len(node.outputs[0].shape))
 
     def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
+        inputs = seen_inputs(node, inputs)
         tensors = [inputs[s] for s in data_slots(node)]
         if all(t.axis == self.concat_axis(node) for t in tensors):
             return []  # joined side by side: independent
@@ -121,6 +173,23 @@ class ConcatenateRule(WeightlessRule):
     def can_drop(self, node: Node, tensor: Tensor) -> bool:
         """An input without channels can leave the call when it joins on the channel axis."""
         return tensor.axis == self.concat_axis(node)
+
+    def drop_inputs(self, node: Node, slots: Sequence[int]) -> Node:
+        """`node` remembering the parts on input `slots` (about to leave the call).
+
+        Their channels stay in the output's coordinates, all deleted.
+        """
+        space = node.outputs[0].space
+        if not (isinstance(space, tuple) and space[0] == "concat"):
+            return node
+        dropped = dict(_dropped(node))
+        live = [p for p in range(len(space[2])) if p not in dropped]
+        slot_of = data_slots(node)
+        for slot in slots:
+            position = live[slot_of.index(slot)]
+            dropped[position] = (space[2][position], space[3][position])
+        parts = tuple((p, *dropped[p]) for p in sorted(dropped))
+        return attrs.evolve(node, meta={**node.meta, DROPPED_PARTS: parts})
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         axis = self.concat_axis(node)
@@ -132,8 +201,26 @@ class ConcatenateRule(WeightlessRule):
             if first is None:
                 return (out if out.space is not None else fresh_output(node, out),)
             return (carry(out, first, axis=len(out.shape) - _from_end(first)),)
-        mask = seal(np.concatenate([t.mask for t in tensors]))
-        space = ("concat", node.name, tuple(t.space for t in tensors))
+        dropped = dict(_dropped(node))
+        live = iter(tensors)
+        spaces, masks = [], []
+        for position in range(len(tensors) + len(dropped)):
+            if position in dropped:
+                part, width = dropped[position]
+                spaces.append(part)
+                masks.append(np.zeros(width, dtype=bool))
+            else:
+                t = next(live)
+                spaces.append(t.space)
+                masks.append(t.mask)
+        mask = seal(np.concatenate(masks))
+        widths = tuple(m.size for m in masks)
+        space = ("concat", node.name, tuple(spaces), widths)
         shape = list(out.shape)
         shape[axis] = int(mask.sum())
         return (attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space),)
+
+
+def _dropped(node: Node) -> list[tuple[int, tuple[Hashable, int]]]:
+    """(lifted position, (space, width)) of the parts a Concatenate dropped."""
+    return [(p, (space, width)) for p, space, width in node.meta.get(DROPPED_PARTS, ())]
