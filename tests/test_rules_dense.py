@@ -9,7 +9,7 @@ import pytest
 from helpers import check_dead_channels, delete, gate_columns, weights_of, zero_outputs
 
 import kgraph
-from kgraph.passes import DeleteChannels
+from kgraph.passes import DeleteChannels, InsertLayer
 
 L = keras.layers
 
@@ -375,3 +375,22 @@ def test_a_constant_that_widens_the_channels_starts_new_ones() -> None:
     graph.verify()
     assert_same = graph.lower()
     np.testing.assert_allclose(assert_same(np.ones((2, 6))), model(np.ones((2, 6))), rtol=1e-6)
+
+
+def test_reshape_keeps_its_channel_axis_when_sizes_of_one_make_another_fit() -> None:
+    """Dense(2) -> Reshape((1, 2)): once one unit is left, (1, 1) fits the channel axis
+    either way; re-inferred in a later apply, it must stay on axis 2, where Dense "e"
+    reads it (a wrong axis would make "e" output tracked channels it does not own)."""
+    x = keras.Input((4,))
+    y = keras.layers.Dense(2, name="d")(x)
+    y = keras.layers.Reshape((1, 2), name="reshape")(y)
+    y = keras.layers.Dense(3, name="e")(y)
+    model = keras.Model(x, keras.layers.Dense(2, name="f")(y))
+    graph = kgraph.lift(model).apply(DeleteChannels("d", [0]))
+    later = graph.apply(InsertLayer("reshape", keras.layers.ReLU(name="relu")), verify=True)
+    assert later.node("reshape").outputs[0].axis == 2
+    assert later.node("e").outputs[0].mask.tolist() == [True, True, True]
+    pruned = later.lower()
+    np.testing.assert_array_equal(
+        pruned.get_layer("e").get_weights()[0], model.get_layer("e").get_weights()[0][1:]
+    )

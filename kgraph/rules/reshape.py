@@ -126,10 +126,14 @@ def _surviving_axis(axis: int | None, source: Tensor, out: Tensor) -> int | None
     if any(d is None for d in src + dst):
         return None
     before, after = math.prod(src[:a]), math.prod(src[a + 1 :])
-    for k in range(len(dst)):
-        if dst[k] == src[a] and math.prod(dst[:k]) == before and math.prod(dst[k + 1 :]) == after:
-            return k + 1
-    return None
+    candidates = [
+        k + 1
+        for k in range(len(dst))
+        if dst[k] == src[a] and math.prod(dst[:k]) == before and math.prod(dst[k + 1 :]) == after
+    ]
+    if out.axis in candidates:  # sizes of 1 make several fit: the channels stay where they were
+        return out.axis
+    return candidates[0] if candidates else None
 
 
 class PermuteRule(_MapRule):
