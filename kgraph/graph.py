@@ -106,9 +106,11 @@ class Graph:
 
     def producers(self, name: str) -> list[tuple[str, int]]:
         """`(producer, output slot)` feeding each input slot of `name`, by slot."""
+        # networkx's adjacency dict directly: edge views cost more than the walk itself
         found = {
             key: (src, data["src"])
-            for src, _, key, data in self._g.in_edges(name, keys=True, data=True)
+            for src, edges in self._g._pred.get(name, {}).items()
+            for key, data in edges.items()
         }
         return [found[slot] for slot in sorted(found)]
 
@@ -116,7 +118,8 @@ class Graph:
         """`(consumer, input slot, output slot)` for readers of output `slot` (any if None)."""
         return [
             (dst, key, data["src"])
-            for _, dst, key, data in self._g.out_edges(name, keys=True, data=True)
+            for dst, edges in self._g._succ.get(name, {}).items()
+            for key, data in edges.items()
             if slot is None or data["src"] == slot
         ]
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from kgraph.errors import KGraphError, LiftError
 from kgraph.graph import Graph
-from kgraph.ir import Node, Slot, seal
+from kgraph.ir import Node, Slot
 from kgraph.keras_utils import functional_of, layer_weight_names, nodes_in_order, tensor_record
 from kgraph.passes.propagate_masks import update_node
 from kgraph.rules.base import fresh_output
@@ -260,7 +260,26 @@ def lift(model: keras.Model) -> Graph:
 def _weights(operation: Any) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
     if not isinstance(operation, keras.layers.Layer) or not operation.weights:
         return (), ()
-    return layer_weight_names(operation), tuple(seal(w) for w in operation.get_weights())
+    return layer_weight_names(operation), tuple(_read(v) for v in operation.weights)
+
+
+def _read(variable: Any) -> np.ndarray:
+    """The value of `variable` as a read-only numpy array (what `get_weights` gives).
+
+    With TensorFlow the array is a view of a read of the variable, not a copy:
+    TensorFlow variables are copy-on-write (an assignment or optimizer step while a
+    read is alive writes to a new buffer), so the view never changes, and lifting
+    costs no second copy of the model's weights.
+    """
+    read = getattr(variable.value, "value", None)  # tf.Variable.value(): one read op
+    if keras.backend.backend() == "tensorflow" and callable(read):
+        array = np.asarray(read())
+    else:  # another backend: a private copy
+        array = np.asarray(variable.numpy())
+        if not array.flags.owndata:
+            array = array.copy()
+    array.setflags(write=False)
+    return array
 
 
 def _input_node(tensor: Any, layer: Any) -> Node:
