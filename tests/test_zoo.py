@@ -73,6 +73,13 @@ CROSS_CHANNEL_LAYERS = (
 CROSS_CHANNEL = frozenset(name for name in ARCHITECTURES if name.startswith("ConvNeXt"))
 DEAD_ARCHITECTURES = [name for name in ARCHITECTURES if name not in CROSS_CHANNEL]
 
+
+def by_architecture(names: list[str]) -> list[Any]:
+    """`names` as parameters that pytest-xdist keeps on one worker per architecture
+    (`--dist loadgroup`), so each worker builds an architecture once."""
+    return [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in names]
+
+
 # Pruning changes what is summed (fewer channels), not how: the outputs of the
 # dead copy and of the pruned model agree to float32 rounding (measured: at most
 # ~1e-6 of the output's scale). The absolute tolerance is relative to the output's
@@ -301,7 +308,7 @@ def test_zoo_covers_every_architecture() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ARCHITECTURES, scope="module")
+@pytest.mark.parametrize("name", by_architecture(ARCHITECTURES), scope="module")
 def test_zoo_cross_channel_normalisation(architecture: Architecture, name: str) -> None:
     """The dead-channel oracle leaves out exactly the models that normalise over channels."""
     found = {type(layer).__name__ for layer in flat_layers(architecture.model)}
@@ -310,7 +317,7 @@ def test_zoo_cross_channel_normalisation(architecture: Architecture, name: str) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ARCHITECTURES, scope="module")
+@pytest.mark.parametrize("name", by_architecture(ARCHITECTURES), scope="module")
 def test_zoo_round_trip(architecture: Architecture, name: str) -> None:
     """Lowering an unmodified lift gives fresh layers with the same weights and outputs."""
     model = architecture.model
@@ -327,7 +334,7 @@ def test_zoo_round_trip(architecture: Architecture, name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scope", SCOPES)
-@pytest.mark.parametrize("name", ARCHITECTURES, scope="module")
+@pytest.mark.parametrize("name", by_architecture(ARCHITECTURES), scope="module")
 def test_zoo_prune(
     architecture: Architecture,
     name: str,
@@ -355,7 +362,7 @@ def test_zoo_prune(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DEAD_ARCHITECTURES, scope="module")
+@pytest.mark.parametrize("name", by_architecture(DEAD_ARCHITECTURES), scope="module")
 def test_zoo_dead_quarter(architecture: Architecture, name: str) -> None:
     """Deleting a dead quarter of every prunable group leaves the outputs unchanged.
 
