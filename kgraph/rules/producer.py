@@ -18,6 +18,23 @@ from kgraph.rules.base import Rule, data_slots, expect_weights, fresh_output
 
 __all__ = ["ProducerRule"]
 
+_BLOCK = 1 << 20  # entries per block when summing a large weight in float64
+
+
+def _column_powers(weight: np.ndarray, order: int) -> np.ndarray:
+    """Sum over all but the last axis of |weight| ** order, in float64.
+
+    Block by block, so that a large kernel (VGG16's fc1 holds 103M entries) is never
+    copied whole.
+    """
+    matrix = weight.reshape(-1, weight.shape[-1])
+    rows = max(1, _BLOCK // max(1, matrix.shape[1]))
+    total = np.zeros(matrix.shape[1])
+    for start in range(0, matrix.shape[0], rows):
+        block = np.abs(matrix[start : start + rows], dtype=np.float64)
+        total += (block if order == 1 else block**order).sum(axis=0)
+    return total
+
 
 class ProducerRule(Rule):
     """Base for layers whose output channels are their own.
@@ -65,11 +82,11 @@ class ProducerRule(Rule):
             return None
         total = np.zeros(own.channels)
         for name, axis in self.output_weight_axes(node).items():
-            weight = np.moveaxis(np.abs(np.asarray(node.weight(name), dtype=np.float64)), axis, -1)
+            weight = np.moveaxis(np.asarray(node.weight(name)), axis, -1)
             if own.channels == 0 or weight.shape[-1] % own.channels:
                 return None
-            per_gate = weight.reshape(-1, weight.shape[-1] // own.channels, own.channels)
-            total += (per_gate**order).sum(axis=(0, 1))
+            # columns are gate-major (g * channels + c): sum the gates of each channel
+            total += _column_powers(weight, order).reshape(-1, own.channels).sum(axis=0)
         return total ** (1.0 / order)
 
     def check(self, node: Node) -> list[str]:
