@@ -295,3 +295,29 @@ def test_lowering_runs_no_random_initialiser(monkeypatch) -> None:
     assert calls == []
     assert_same_weights(model, lowered)
     assert_same_outputs(model, lowered, sample_inputs(model), rtol=1e-6, atol=1e-6)
+
+
+def test_the_graph_keeps_the_weights_it_lifted_when_the_original_changes() -> None:
+    """lift keeps views of the variables' values, not copies: training the original,
+    assigning to it or setting its weights afterwards must not reach the graph."""
+    x = keras.Input((4,))
+    hidden = keras.layers.Dense(6, activation="relu", name="hidden")(x)
+    model = keras.Model(x, keras.layers.Dense(2, name="out")(hidden))
+    lifted = {
+        name: [w.copy() for w in model.get_layer(name).get_weights()] for name in ("hidden", "out")
+    }
+    graph = kgraph.lift(model)
+
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    data = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    model.fit(data, np.ones((64, 2), "float32"), epochs=2, verbose=0)
+    model.get_layer("out").kernel.assign_add(np.ones((6, 2), "float32"))
+    model.get_layer("hidden").set_weights([np.zeros((4, 6)), np.zeros(6)])
+
+    for name, weights in lifted.items():
+        for ours, theirs in zip(graph.node(name).weights, weights):
+            np.testing.assert_array_equal(ours, theirs)
+    lowered = graph.lower()
+    np.testing.assert_array_equal(lowered.get_layer("hidden").get_weights()[0], lifted["hidden"][0])
+    with pytest.raises(ValueError):  # read-only: nobody writes through the views either
+        graph.node("out").weights[0][0, 0] = 1.0
