@@ -22,7 +22,7 @@ _BLOCK = 1 << 20  # entries per block when summing a large weight in float64
 
 
 def _column_powers(weight: np.ndarray, order: int) -> np.ndarray:
-    """Sum over all but the last axis of |weight| ** order, in float64.
+    """Sum over all but the last axis of |weight| ** order, accumulated in float64.
 
     Block by block, so that a large kernel (VGG16's fc1 holds 103M entries) is never
     copied whole.
@@ -31,8 +31,13 @@ def _column_powers(weight: np.ndarray, order: int) -> np.ndarray:
     rows = max(1, _BLOCK // max(1, matrix.shape[1]))
     total = np.zeros(matrix.shape[1])
     for start in range(0, matrix.shape[0], rows):
-        block = np.abs(matrix[start : start + rows], dtype=np.float64)
-        total += (block if order == 1 else block**order).sum(axis=0)
+        block = matrix[start : start + rows]
+        if order == 1:
+            total += np.abs(block).sum(axis=0, dtype=np.float64)
+        elif order == 2:
+            total += np.square(block).sum(axis=0, dtype=np.float64)
+        else:
+            total += (np.abs(block, dtype=np.float64) ** order).sum(axis=0)
     return total
 
 
