@@ -295,13 +295,9 @@ class EinsumDenseRule(ProducerRule):
             return node
         expect_weights(node, self, *self.known_weights)
         eq = self.equation(node)
-        updates = {"kernel": take(node.weight("kernel"), keep, eq.kernel.index(eq.owned))}
-        axis = eq.bias_axis(eq.owned, node.config.get("bias_axes"))
-        if axis is not None:
-            updates["bias"] = take(node.weight("bias"), keep, axis)
         shape = list(node.config["output_shape"])
         shape[eq.partial_index(eq.owned)] = int(mask.sum())
-        node = node.with_weights(**updates).with_config(output_shape=tuple(shape))
+        node = self.slice_output_weights(node, keep).with_config(output_shape=tuple(shape))
         return attrs.evolve(node, outputs=(old.with_mask(mask), *node.outputs[1:]))
 
 

@@ -199,13 +199,6 @@ class ConvRule(ProducerRule):
                 )
         return super().delete_channels(node, mask)
 
-    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
-        kernel = node.weight("kernel")
-        updates = {"kernel": take(kernel, keep, kernel.ndim - 1)}
-        if node.has_weight("bias"):
-            updates["bias"] = take(node.weight("bias"), keep, 0)
-        return node.with_weights(**updates)
-
     def check(self, node: Node) -> list[str]:
         problems = super().check(node)
         groups = self.groups(node)

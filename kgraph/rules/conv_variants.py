@@ -148,13 +148,6 @@ class SeparableConvRule(ProducerRule):
             pointwise_kernel=take(pointwise, rows, pointwise.ndim - 2),
         )
 
-    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
-        pointwise = node.weight("pointwise_kernel")
-        updates = {"pointwise_kernel": take(pointwise, keep, pointwise.ndim - 1)}
-        if node.has_weight("bias"):
-            updates["bias"] = take(node.weight("bias"), keep, 0)
-        return node.with_weights(**updates)
-
     def check(self, node: Node) -> list[str]:
         problems = []
         own = self.owned_output(node)
@@ -208,13 +201,6 @@ class ConvTransposeRule(ProducerRule):
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         kernel = node.weight("kernel")
         return node.with_weights(kernel=take(kernel, keep, kernel.ndim - 1))
-
-    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
-        kernel = node.weight("kernel")
-        updates = {"kernel": take(kernel, keep, kernel.ndim - 2)}
-        if node.has_weight("bias"):
-            updates["bias"] = take(node.weight("bias"), keep, 0)
-        return node.with_weights(**updates)
 
     def check(self, node: Node) -> list[str]:
         problems = []

@@ -47,12 +47,6 @@ class DenseRule(ProducerRule):
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         return node.with_weights(kernel=take(node.weight("kernel"), keep, 0))
 
-    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
-        updates = {"kernel": take(node.weight("kernel"), keep, 1)}
-        if node.has_weight("bias"):
-            updates["bias"] = take(node.weight("bias"), keep, 0)
-        return node.with_weights(**updates)
-
 
 class EmbeddingRule(ProducerRule):
     """Embedding: `embeddings` (input_dim, output_dim); its input holds indices, not channels."""
@@ -68,5 +62,3 @@ class EmbeddingRule(ProducerRule):
                 raise self.unsupported(node, inputs[slot], slot, "its input holds token indices")
         return node
 
-    def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
-        return node.with_weights(embeddings=take(node.weight("embeddings"), keep, 1))

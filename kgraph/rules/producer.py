@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 
 from kgraph.ir import Node, Tensor
-from kgraph.rules.base import Rule, data_slots, expect_weights, fresh_output
+from kgraph.rules.base import Rule, data_slots, expect_weights, fresh_output, take
 
 __all__ = ["ProducerRule"]
 
@@ -68,8 +68,14 @@ class ProducerRule(Rule):
         raise NotImplementedError
 
     def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
-        """Drop the weights producing the deleted output channels."""
-        raise NotImplementedError
+        """Drop the weights producing the deleted output channels: by default, slice
+        each weight of `output_weight_axes` on its axis (one entry per channel)."""
+        return node.with_weights(
+            **{
+                name: take(node.weight(name), keep, axis)
+                for name, axis in self.output_weight_axes(node).items()
+            }
+        )
 
     def output_width(self, node: Node, channels: int) -> int:
         """Size of the last axis of the kernel for `channels` outputs."""
