@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from kgraph.deferred import DeferredSlice, resolve
 from kgraph.errors import KGraphError
 
 __all__ = [
@@ -175,8 +176,8 @@ def _freeze_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
 
 
-def _freeze_arrays(value: Iterable[Any]) -> tuple[np.ndarray, ...]:
-    return tuple(freeze_array(w) for w in value)
+def _freeze_weights(value: Iterable[Any]) -> tuple[np.ndarray | DeferredSlice, ...]:
+    return tuple(w if isinstance(w, DeferredSlice) else freeze_array(w) for w in value)
 
 
 @attrs.frozen(eq=False, repr=False)
@@ -192,7 +193,9 @@ class Node:
             share it (and must agree on config and weights).
         call_index: which call of `layer` this is (0 for unshared layers).
         args, kwargs: the call's arguments, tensors replaced by `Slot(i)`.
-        weights: the layer's weights in `layer.weights` order (read-only arrays).
+        weights: the layer's weights in `layer.weights` order (read-only arrays). Passes
+            may store `DeferredSlice`s (`kgraph.rules.base.take_weight`); reading
+            `weights` or `weight()` carries them out.
         weight_names: their names relative to the layer (`kernel`, `lstm_cell/bias`).
         inputs: the input tensors this node was last computed for, one per slot.
         outputs: the node's output tensors, one per output slot.
@@ -210,7 +213,9 @@ class Node:
     call_index: int = 0
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
-    weights: tuple[np.ndarray, ...] = attrs.field(default=(), converter=_freeze_arrays)
+    _weights: tuple[np.ndarray | DeferredSlice, ...] = attrs.field(
+        default=(), converter=_freeze_weights, alias="weights"
+    )
     weight_names: tuple[str, ...] = ()
     inputs: tuple[Tensor, ...] = ()
     outputs: tuple[Tensor, ...] = ()
@@ -234,16 +239,30 @@ class Node:
             )
         return self.weight_names.index(name)
 
+    @property
+    def weights(self) -> tuple[np.ndarray, ...]:
+        """The weights' values (deferred slices carried out, once)."""
+        return tuple(resolve(w) for w in self._weights)
+
+    @property
+    def weight_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The weights' shapes, without carrying out deferred slices."""
+        return tuple(tuple(w.shape) for w in self._weights)
+
     def weight(self, name: str) -> np.ndarray:
         """The weight called `name` (e.g. "kernel")."""
-        return self.weights[self._index(name)]
+        return resolve(self._weights[self._index(name)])
+
+    def stored_weight(self, name: str) -> np.ndarray | DeferredSlice:
+        """The weight called `name` as stored: an array or a DeferredSlice not yet carried out."""
+        return self._weights[self._index(name)]
 
     def has_weight(self, name: str) -> bool:
         return name in self.weight_names
 
-    def with_weights(self, **updates: np.ndarray) -> Node:
+    def with_weights(self, **updates: np.ndarray | DeferredSlice) -> Node:
         """A copy with the named weights replaced (arrays are copied unless read-only)."""
-        weights = list(self.weights)
+        weights = list(self._weights)
         for name, value in updates.items():
             weights[self._index(name)] = value
         return attrs.evolve(self, weights=tuple(weights))

@@ -12,6 +12,7 @@ from kgraph.rules.base import (
     register_rule,
     rule_for,
     take,
+    take_weight,
     unregister_rule,
 )
 from kgraph.rules.builtin import register_builtin_rules
@@ -55,5 +56,6 @@ __all__ = [
     "register_rule",
     "rule_for",
     "take",
+    "take_weight",
     "unregister_rule",
 ]

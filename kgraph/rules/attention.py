@@ -38,7 +38,7 @@ from kgraph.rules.base import (
     expect_weights,
     fresh_output,
     positions,
-    take,
+    take_weight,
 )
 from kgraph.rules.merge import check_same_channels
 
@@ -118,7 +118,7 @@ class MultiHeadAttentionRule(Rule):
                 raise self.unsupported(
                     node, inputs[slot], slot, "its channels are not the last axis"
                 )
-            updates[f"{role}/kernel"] = take(node.weight(f"{role}/kernel"), keep, 0)
+            updates[f"{role}/kernel"] = take_weight(node, f"{role}/kernel", keep, 0)
             if role == "query" and not self._output_width_is_own(node):
                 updates.update(_slice_output(node, keep))
         return node.with_weights(**updates)
@@ -166,10 +166,10 @@ class MultiHeadAttentionRule(Rule):
         expect_weights(node, self, *KNOWN)
         updates = {}
         for role in PROJECTIONS:
-            updates[f"{role}/kernel"] = take(node.weight(f"{role}/kernel"), keep, 1)
+            updates[f"{role}/kernel"] = take_weight(node, f"{role}/kernel", keep, 1)
             if node.has_weight(f"{role}/bias"):
-                updates[f"{role}/bias"] = take(node.weight(f"{role}/bias"), keep, 0)
-        updates["attention_output/kernel"] = take(node.weight("attention_output/kernel"), keep, 0)
+                updates[f"{role}/bias"] = take_weight(node, f"{role}/bias", keep, 0)
+        updates["attention_output/kernel"] = take_weight(node, "attention_output/kernel", keep, 0)
         node = node.with_weights(**updates).with_config(num_heads=int(heads.sum()))
         node = attrs.evolve(node, meta={**node.meta, "heads": heads})
         return attrs.evolve(node, outputs=self.infer(node, node.inputs))
@@ -184,10 +184,9 @@ class MultiHeadAttentionRule(Rule):
 
 
 def _slice_output(node: Node, keep: np.ndarray) -> dict[str, np.ndarray]:
-    kernel = node.weight("attention_output/kernel")
-    updates = {"attention_output/kernel": take(kernel, keep, kernel.ndim - 1)}
+    updates = {"attention_output/kernel": take_weight(node, "attention_output/kernel", keep, -1)}
     if node.has_weight("attention_output/bias"):
-        updates["attention_output/bias"] = take(node.weight("attention_output/bias"), keep, 0)
+        updates["attention_output/bias"] = take_weight(node, "attention_output/bias", keep, 0)
     return updates
 
 
@@ -222,4 +221,4 @@ class DotAttentionRule(Rule):
         keep = keeps[query] if keeps[query] is not None else keeps[key]
         if keep is None or not node.has_weight("scale") or node.weight("scale").ndim == 0:
             return node
-        return node.with_weights(scale=take(node.weight("scale"), keep, 0))
+        return node.with_weights(scale=take_weight(node, "scale", keep, 0))

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
+from kgraph.deferred import DeferredSlice
 from kgraph.errors import ChannelError, KGraphError, UnsupportedLayerError
 from kgraph.ir import Node, Space, Tensor, full_mask, lifted_shape, seal, slots_in
 
@@ -46,6 +47,7 @@ __all__ = [
     "register_rule",
     "rule_for",
     "take",
+    "take_weight",
     "unregister_rule",
 ]
 
@@ -276,6 +278,19 @@ def data_slots(node: Node) -> list[int]:
 def take(array: np.ndarray, keep: np.ndarray, axis: int) -> np.ndarray:
     """The entries of `array` along `axis` where `keep` is True (a new read-only array)."""
     return seal(np.compress(keep, np.asarray(array), axis=axis))
+
+
+def take_weight(node: Node, name: str, keep: np.ndarray, axis: int) -> DeferredSlice:
+    """Weight `name` of `node` without the entries of `axis` where `keep` is False.
+
+    The slice is deferred: it joins the slices the weight already has and is carried
+    out in one pass when the values are read (see `kgraph.deferred`). Store it with
+    `node.with_weights(name=...)`.
+
+    Example:
+        >>> node = node.with_weights(kernel=take_weight(node, "kernel", keep, -1))
+    """
+    return DeferredSlice.of(node.stored_weight(name)).take(keep, axis)
 
 
 def expect_weights(node: Node, rule: Rule, *allowed: str) -> None:

@@ -14,7 +14,14 @@ from typing import ClassVar
 import numpy as np
 
 from kgraph.ir import Node, Tensor
-from kgraph.rules.base import Rule, WeightlessRule, carry, expect_weights, normalize_axis, take
+from kgraph.rules.base import (
+    Rule,
+    WeightlessRule,
+    carry,
+    expect_weights,
+    normalize_axis,
+    take_weight,
+)
 
 __all__ = ["PassThroughRule", "PerChannelRule", "SpatialRule", "data_format_axis"]
 
@@ -103,5 +110,5 @@ class PerChannelRule(Rule):
             # The layer's parameters run along another axis: the deleted channels
             # are just more positions for it, nothing to slice.
             return node
-        updates = {name: take(node.weight(name), keep, 0) for name in node.weight_names}
+        updates = {name: take_weight(node, name, keep, 0) for name in node.weight_names}
         return node.with_weights(**updates)

@@ -29,7 +29,7 @@ from kgraph.rules.base import (
     expect_weights,
     fresh_output,
     register_rule,
-    take,
+    take_weight,
 )
 from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
@@ -284,8 +284,8 @@ class EinsumDenseRule(ProducerRule):
                     "contracts (in the input and the kernel, not the output) can be absorbed",
                 )
             expect_weights(node, self, *self.known_weights)
-            kernel = node.weight("kernel")
-            node = node.with_weights(kernel=take(kernel, keep, eq.kernel.index(letter)))
+            axis = eq.kernel.index(letter)
+            node = node.with_weights(kernel=take_weight(node, "kernel", keep, axis))
         return node
 
     def delete_channels(self, node: Node, mask: np.ndarray) -> Node:

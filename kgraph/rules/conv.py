@@ -9,7 +9,7 @@ import numpy as np
 
 from kgraph.errors import ChannelError
 from kgraph.ir import Node, Tensor, freeze_array, seal
-from kgraph.rules.base import carry, take
+from kgraph.rules.base import carry, take, take_weight
 from kgraph.rules.channelwise import data_format_axis
 from kgraph.rules.producer import ProducerRule
 
@@ -123,9 +123,9 @@ class ConvRule(ProducerRule):
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         groups = self.groups(node)
-        kernel = node.weight("kernel")
         if groups == 1:
-            return node.with_weights(kernel=take(kernel, keep, kernel.ndim - 2))
+            return node.with_weights(kernel=take_weight(node, "kernel", keep, -2))
+        kernel = node.weight("kernel")
         if self.depthwise(node) is not None:
             return self._drop_depthwise_groups(node, keep, kernel.shape[-1] // groups)
         size, filters = keep.size // groups, kernel.shape[-1]
@@ -155,9 +155,9 @@ class ConvRule(ProducerRule):
     def _drop_depthwise_groups(self, node: Node, keep: np.ndarray, per_group: int) -> Node:
         """A depthwise `node` without the groups of deleted input channels (`~keep`)."""
         outputs = np.repeat(keep, per_group)
-        updates = {"kernel": take(node.weight("kernel"), outputs, node.weight("kernel").ndim - 1)}
+        updates = {"kernel": take_weight(node, "kernel", outputs, -1)}
         if node.has_weight("bias"):
-            updates["bias"] = take(node.weight("bias"), outputs, 0)
+            updates["bias"] = take_weight(node, "bias", outputs, 0)
         node = node.with_weights(**updates)
         return node.with_config(groups=int(keep.sum()), filters=int(outputs.sum()))
 
@@ -171,7 +171,7 @@ class ConvRule(ProducerRule):
             )
         keep = np.repeat(~gone, per_group)
         if node.has_weight("bias"):
-            node = node.with_weights(bias=take(node.weight("bias"), keep, 0))
+            node = node.with_weights(bias=take_weight(node, "bias", keep, 0))
         lifted = out.mask.copy()
         lifted[np.flatnonzero(out.mask)[~keep]] = False
         node = node.with_config(groups=int(gone.size - gone.sum()), filters=int(keep.sum()))

@@ -39,7 +39,7 @@ from kgraph.rules.base import (
     fresh_output,
     positions,
     register_rule,
-    take,
+    take_weight,
 )
 from kgraph.rules.channelwise import data_format_axis
 from kgraph.rules.conv import depthwise_output, input_channels, reads_channel_axis
@@ -96,10 +96,10 @@ class DepthwiseConvRule(Rule):
                     f"{node.config.get('data_format')!r} reads channels on axis {expected}",
                 )
             expect_weights(node, self, *self.known_weights)
-            kernel = node.weight("kernel")
-            updates = {"kernel": take(kernel, keep, kernel.ndim - 2)}
+            multiplier = node.stored_weight("kernel").shape[-1]
+            updates = {"kernel": take_weight(node, "kernel", keep, -2)}
             if node.has_weight("bias"):
-                updates["bias"] = take(node.weight("bias"), np.repeat(keep, kernel.shape[-1]), 0)
+                updates["bias"] = take_weight(node, "bias", np.repeat(keep, multiplier), 0)
             node = node.with_weights(**updates)
         return node
 
@@ -140,12 +140,10 @@ class SeparableConvRule(ProducerRule):
         return data_format_axis(node, rank)
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
-        depthwise = node.weight("depthwise_kernel")
-        pointwise = node.weight("pointwise_kernel")
-        rows = np.repeat(keep, depthwise.shape[-1])
+        rows = np.repeat(keep, node.stored_weight("depthwise_kernel").shape[-1])
         return node.with_weights(
-            depthwise_kernel=take(depthwise, keep, depthwise.ndim - 2),
-            pointwise_kernel=take(pointwise, rows, pointwise.ndim - 2),
+            depthwise_kernel=take_weight(node, "depthwise_kernel", keep, -2),
+            pointwise_kernel=take_weight(node, "pointwise_kernel", rows, -2),
         )
 
     def check(self, node: Node) -> list[str]:
@@ -199,8 +197,7 @@ class ConvTransposeRule(ProducerRule):
         return data_format_axis(node, rank)
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
-        kernel = node.weight("kernel")
-        return node.with_weights(kernel=take(kernel, keep, kernel.ndim - 1))
+        return node.with_weights(kernel=take_weight(node, "kernel", keep, -1))
 
     def check(self, node: Node) -> list[str]:
         problems = []

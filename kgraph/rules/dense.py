@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kgraph.ir import Node, Tensor
-from kgraph.rules.base import carry, take
+from kgraph.rules.base import carry, take_weight
 from kgraph.rules.producer import ProducerRule
 
 __all__ = ["DenseRule", "EmbeddingRule"]
@@ -45,7 +45,7 @@ class DenseRule(ProducerRule):
         return super().owned_output(node)
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
-        return node.with_weights(kernel=take(node.weight("kernel"), keep, 0))
+        return node.with_weights(kernel=take_weight(node, "kernel", keep, 0))
 
 
 class EmbeddingRule(ProducerRule):
@@ -61,4 +61,3 @@ class EmbeddingRule(ProducerRule):
             if keep is not None:
                 raise self.unsupported(node, inputs[slot], slot, "its input holds token indices")
         return node
-

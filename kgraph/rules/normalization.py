@@ -44,6 +44,7 @@ from kgraph.rules.base import (
     normalize_axis,
     register_rule,
     take,
+    take_weight,
 )
 from kgraph.rules.channelwise import PassThroughRule
 from kgraph.rules.merge import ElementwiseMergeRule
@@ -149,7 +150,7 @@ class AxisNormRule(_CarryRule):
         if index is None:
             return node
         return node.with_weights(
-            **{n: take(node.weight(n), keep, index) for n in node.weight_names}
+            **{n: take_weight(node, n, keep, index) for n in node.weight_names}
         )
 
     def check(self, node: Node) -> list[str]:
@@ -214,7 +215,7 @@ class GroupNormalizationRule(_CarryRule):
                 f"{kept.tolist()} channels (deleted per group: {deleted}). Delete whole groups, "
                 "or the same number of channels from every group",
             )
-        node = node.with_weights(**{n: take(node.weight(n), keep, 0) for n in node.weight_names})
+        node = node.with_weights(**{n: take_weight(node, n, keep, 0) for n in node.weight_names})
         if int(node.config.get("groups", 32)) == -1:
             return node
         return node.with_config(groups=len(left))
@@ -312,7 +313,7 @@ class NormalizationRule(_CarryRule):
         position = kept.index(source.axis)
         if node.weights:
             return node.with_weights(
-                **{n: take(node.weight(n), keep, position) for n in ("mean", "variance")}
+                **{n: take_weight(node, n, keep, position) for n in ("mean", "variance")}
             )
         updates = {}
         for key in ("mean", "variance"):

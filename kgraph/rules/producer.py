@@ -14,30 +14,35 @@ import attrs
 import numpy as np
 
 from kgraph.ir import Node, Tensor
-from kgraph.rules.base import Rule, data_slots, expect_weights, fresh_output, take
+from kgraph.rules.base import Rule, data_slots, expect_weights, fresh_output, take_weight
 
 __all__ = ["ProducerRule"]
 
-_BLOCK = 1 << 20  # entries per block when summing a large weight in float64
+_BLOCK = 1 << 18  # entries per block when summing a large weight
 
 
 def _column_powers(weight: np.ndarray, order: int) -> np.ndarray:
-    """Sum over all but the last axis of |weight| ** order, accumulated in float64.
+    """Sum over all but the last axis of |weight| ** order, in float64.
 
-    Block by block, so that a large kernel (VGG16's fc1 holds 103M entries) is never
-    copied whole.
+    Block by block through one reused buffer, so that a large kernel (VGG16's fc1
+    holds 103M entries) is never copied whole: each block is summed in its own
+    precision (float32 at least), and the block sums are added up in float64.
     """
     matrix = weight.reshape(-1, weight.shape[-1])
     rows = max(1, _BLOCK // max(1, matrix.shape[1]))
+    dtype = np.result_type(matrix.dtype, np.float32) if order in (1, 2) else np.float64
+    buffer = np.empty((min(rows, matrix.shape[0]), matrix.shape[1]), dtype=dtype)
     total = np.zeros(matrix.shape[1])
     for start in range(0, matrix.shape[0], rows):
         block = matrix[start : start + rows]
+        powers = buffer[: len(block)]
         if order == 1:
-            total += np.abs(block).sum(axis=0, dtype=np.float64)
+            np.abs(block, out=powers)
         elif order == 2:
-            total += np.square(block).sum(axis=0, dtype=np.float64)
+            np.square(block, out=powers)
         else:
-            total += (np.abs(block, dtype=np.float64) ** order).sum(axis=0)
+            np.power(np.abs(block, out=powers), order, out=powers)
+        total += powers.sum(axis=0)
     return total
 
 
@@ -72,7 +77,7 @@ class ProducerRule(Rule):
         each weight of `output_weight_axes` on its axis (one entry per channel)."""
         return node.with_weights(
             **{
-                name: take(node.weight(name), keep, axis)
+                name: take_weight(node, name, keep, axis)
                 for name, axis in self.output_weight_axes(node).items()
             }
         )

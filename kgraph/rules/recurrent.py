@@ -14,7 +14,7 @@ import numpy as np
 
 from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Tensor, slots_in
-from kgraph.rules.base import positions, take
+from kgraph.rules.base import positions, take_weight
 from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
 
@@ -41,20 +41,17 @@ class RecurrentRule(ProducerRule):
         return kernels * positions(node.inputs[0]) if node.inputs else 0
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
-        kernel = node.weight("kernel")
-        return node.with_weights(kernel=take(kernel, keep, kernel.ndim - 2))
+        return node.with_weights(kernel=take_weight(node, "kernel", keep, -2))
 
     def slice_output_weights(self, node: Node, keep: np.ndarray) -> Node:
         gate_keep = np.tile(keep, self.gates)
-        kernel, recurrent = node.weight("kernel"), node.weight("recurrent_kernel")
-        recurrent = take(take(recurrent, gate_keep, recurrent.ndim - 1), keep, recurrent.ndim - 2)
+        recurrent = take_weight(node, "recurrent_kernel", gate_keep, -1).take(keep, -2)
         updates = {
-            "kernel": take(kernel, gate_keep, kernel.ndim - 1),
+            "kernel": take_weight(node, "kernel", gate_keep, -1),
             "recurrent_kernel": recurrent,
         }
         if node.has_weight("bias"):
-            bias = node.weight("bias")
-            updates["bias"] = take(bias, gate_keep, bias.ndim - 1)
+            updates["bias"] = take_weight(node, "bias", gate_keep, -1)
         return node.with_weights(**updates)
 
     def slice_inputs(

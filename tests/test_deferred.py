@@ -1,0 +1,103 @@
+"""Deferred weight slices: composed record of kept positions, carried out once."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import kgraph
+from kgraph import deferred
+from kgraph.deferred import DeferredSlice, resolve
+from kgraph.passes import DeleteChannels
+from kgraph.rules import take_weight
+
+
+@st.composite
+def sliced_arrays(draw: st.DrawFn) -> tuple[np.ndarray, list[tuple[np.ndarray, int]]]:
+    """An array and a sequence of (keep, axis) deletions that fit it one after another."""
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6))
+    array = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    current = list(shape)
+    steps = []
+    for _ in range(draw(st.integers(1, 4))):
+        axis = draw(st.integers(0, len(shape) - 1))
+        keep = draw(hnp.arrays(bool, current[axis]))
+        steps.append((keep, draw(st.sampled_from([axis, axis - len(shape)]))))
+        current[axis] = int(keep.sum())
+    return array, steps
+
+
+@settings(max_examples=200, deadline=None)
+@given(sliced_arrays(), st.sampled_from([16, 1 << 22]))
+def test_deferred_slices_equal_eager_compress(
+    case: tuple[np.ndarray, list[tuple[np.ndarray, int]]], block_bytes: int
+) -> None:
+    array, steps = case
+    expected = array
+    sliced = DeferredSlice.of(array)
+    for keep, axis in steps:
+        expected = np.compress(keep, expected, axis=axis)
+        sliced = sliced.take(keep, axis)
+    assert sliced.shape == expected.shape
+    deferred_block = deferred._BLOCK_BYTES
+    deferred._BLOCK_BYTES = block_bytes  # 16 bytes: one position of the outer axis per block
+    try:
+        values = sliced.values()
+    finally:
+        deferred._BLOCK_BYTES = deferred_block
+    np.testing.assert_array_equal(values, expected)
+    assert values.dtype == array.dtype
+
+
+def test_values_are_built_once_read_only_and_leave_the_base_alone() -> None:
+    base = np.arange(24.0).reshape(4, 6)
+    base.setflags(write=False)
+    sliced = DeferredSlice.of(base).take([True, False, True, True], 0).take([False] + [True] * 5, 1)
+    assert sliced.base is base  # nothing copied before the values are read
+    values = sliced.values()
+    assert values is sliced.values()
+    assert not values.flags.writeable
+    np.testing.assert_array_equal(values, np.delete(np.delete(base, [1], 0), [0], 1))
+    np.testing.assert_array_equal(np.asarray(sliced, dtype="float16"), values.astype("float16"))
+    assert DeferredSlice.of(base).take(np.ones(4, bool), 0).values() is base
+
+
+def test_wrong_flags_and_axes_are_refused() -> None:
+    sliced = DeferredSlice.of(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="3 flags along axis 1 of a weight of shape"):
+        sliced.take([True, False, True], 1)
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        sliced.take([True] * 4, 2)
+
+
+def test_a_kernel_sliced_on_both_sides_is_read_from_the_lifted_weight() -> None:
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, name="a")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="b")(hidden))
+    graph = kgraph.lift(model)
+    lifted_kernel = graph.node("b").weight("kernel")
+
+    pruned = graph.apply(DeleteChannels("a", [1, 3]), DeleteChannels("b", [0]))
+
+    stored = pruned.node("b").stored_weight("kernel")
+    assert isinstance(stored, DeferredSlice) and stored.base is lifted_kernel
+    expected = np.delete(np.delete(model.get_layer("b").kernel.numpy(), [1, 3], 0), [0], 1)
+    np.testing.assert_array_equal(pruned.node("b").weight("kernel"), expected)
+    assert pruned.node("b").weight_shapes[0] == (3, 3)
+    lowered = pruned.lower()
+    np.testing.assert_array_equal(lowered.get_layer("b").kernel.numpy(), expected)
+
+
+def test_take_weight_composes_with_what_the_node_stores() -> None:
+    node = kgraph.lift(keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d")]))
+    node = node.node("d")
+    first = node.with_weights(kernel=take_weight(node, "kernel", np.array([1, 0, 1], bool), 0))
+    second = take_weight(first, "kernel", np.array([1, 1, 0, 1], bool), 1)
+    assert second.base is node.weight("kernel")
+    np.testing.assert_array_equal(
+        resolve(second), np.delete(np.delete(node.weight("kernel"), [1], 0), [2], 1)
+    )
