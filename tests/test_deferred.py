@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import GENERATED_CASES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -36,6 +37,7 @@ def sliced_arrays(draw: st.DrawFn) -> tuple[np.ndarray, list[tuple[np.ndarray, i
 def test_deferred_slices_equal_eager_compress(
     case: tuple[np.ndarray, list[tuple[np.ndarray, int]]], block_bytes: int
 ) -> None:
+    GENERATED_CASES["deferred_slices"] += 1
     array, steps = case
     expected = array
     sliced = DeferredSlice.of(array)
