@@ -249,6 +249,10 @@ class Node:
         """The weights' shapes, without carrying out deferred slices."""
         return tuple(tuple(w.shape) for w in self._weights)
 
+    def weight_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of the weight called `name`, without carrying out a deferred slice."""
+        return tuple(self._weights[self._index(name)].shape)
+
     def weight(self, name: str) -> np.ndarray:
         """The weight called `name` (e.g. "kernel")."""
         return resolve(self._weights[self._index(name)])

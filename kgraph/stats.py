@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import keras
 
@@ -136,7 +138,7 @@ def stats(model_or_graph: keras.Model | Graph) -> Stats:
     for node in graph.nodes():
         if node.kind not in ("layer", "op"):
             continue
-        params = 0 if node.layer in counted else sum(int(w.size) for w in node.weights)
+        params = 0 if node.layer in counted else sum(math.prod(s) for s in node.weight_shapes)
         counted.add(node.layer)
         layers.append(
             LayerStats(node.name, node.class_name, params, int(rule_for(node).macs(node)))

@@ -103,3 +103,17 @@ def test_take_weight_composes_with_what_the_node_stores() -> None:
     np.testing.assert_array_equal(
         resolve(second), np.delete(np.delete(node.weight("kernel"), [1], 0), [2], 1)
     )
+
+
+def test_stats_count_deferred_weights_without_carrying_them_out() -> None:
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, name="a")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="b")(hidden))
+    pruned = kgraph.lift(model).apply(DeleteChannels("a", [1, 3]), DeleteChannels("b", [0]))
+
+    stats = kgraph.stats(pruned)
+
+    assert stats.params == (6 * 3 + 3) + (3 * 3 + 3)
+    assert stats.flops == 6 * 3 + 3 * 3
+    assert pruned.node("b").stored_weight("kernel")._values is None  # nothing gathered
+    assert stats.params == kgraph.stats(pruned.lower()).params

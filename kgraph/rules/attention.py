@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -140,10 +141,14 @@ class MultiHeadAttentionRule(Rule):
     def macs(self, node: Node) -> int:
         roles = _roles(node)
         steps = {r: positions(node.inputs[s]) for r, s in roles.items()}
-        total = sum(node.weight(f"{r}/kernel").size * steps[r] for r in PROJECTIONS if r in steps)
-        total += node.weight("attention_output/kernel").size * steps["query"]
-        heads, key_dim = node.weight("key/kernel").shape[1:]
-        value_dim = node.weight("value/kernel").shape[2]
+
+        def size(name: str) -> int:
+            return math.prod(node.weight_shape(name))
+
+        total = sum(size(f"{r}/kernel") * steps[r] for r in PROJECTIONS if r in steps)
+        total += size("attention_output/kernel") * steps["query"]
+        heads, key_dim = node.weight_shape("key/kernel")[1:]
+        value_dim = node.weight_shape("value/kernel")[2]
         return total + heads * steps["query"] * steps["key"] * (key_dim + value_dim)
 
     def channel_norms(self, node: Node, order: int) -> np.ndarray | None:

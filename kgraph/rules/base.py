@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -40,6 +41,7 @@ __all__ = [
     "default_axis",
     "expect_weights",
     "fresh_output",
+    "kernel_entries",
     "lifted_shape",
     "new_space",
     "normalize_axis",
@@ -116,9 +118,7 @@ class Rule:
         The default: every element of a weight named `*kernel` is used once per
         output position (right for Dense, EinsumDense and the convolutions).
         """
-        kernels = sum(
-            w.size for n, w in zip(node.weight_names, node.weights) if n.endswith("kernel")
-        )
+        kernels = kernel_entries(node)
         if not kernels or not node.outputs:
             return 0
         out = node.outputs[0]
@@ -278,6 +278,15 @@ def data_slots(node: Node) -> list[int]:
 def take(array: np.ndarray, keep: np.ndarray, axis: int) -> np.ndarray:
     """The entries of `array` along `axis` where `keep` is True (a new read-only array)."""
     return seal(np.compress(keep, np.asarray(array), axis=axis))
+
+
+def kernel_entries(node: Node) -> int:
+    """How many entries the weights named `*kernel` of `node` hold (from their shapes)."""
+    return sum(
+        math.prod(shape)
+        for name, shape in zip(node.weight_names, node.weight_shapes)
+        if name.endswith("kernel")
+    )
 
 
 def take_weight(node: Node, name: str, keep: np.ndarray, axis: int) -> DeferredSlice:

@@ -37,6 +37,7 @@ from kgraph.rules.base import (
     data_slots,
     expect_weights,
     fresh_output,
+    kernel_entries,
     positions,
     register_rule,
     take_weight,
@@ -188,7 +189,7 @@ class ConvTransposeRule(ProducerRule):
 
     def macs(self, node: Node) -> int:
         # each kernel element is used once per *input* position
-        return node.weight("kernel").size * positions(node.inputs[0]) if node.inputs else 0
+        return kernel_entries(node) * positions(node.inputs[0]) if node.inputs else 0
 
     def output_axis(self, node: Node, rank: int) -> int:
         return data_format_axis(node, rank)

@@ -14,7 +14,7 @@ import numpy as np
 
 from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Tensor, slots_in
-from kgraph.rules.base import positions, take_weight
+from kgraph.rules.base import kernel_entries, positions, take_weight
 from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
 
@@ -35,10 +35,7 @@ class RecurrentRule(ProducerRule):
 
     def macs(self, node: Node) -> int:
         """Kernels (input and recurrent) once per step and position (ConvLSTM: H x W)."""
-        kernels = sum(
-            w.size for n, w in zip(node.weight_names, node.weights) if n.endswith("kernel")
-        )
-        return kernels * positions(node.inputs[0]) if node.inputs else 0
+        return kernel_entries(node) * positions(node.inputs[0]) if node.inputs else 0
 
     def slice_input_weights(self, node: Node, keep: np.ndarray) -> Node:
         return node.with_weights(kernel=take_weight(node, "kernel", keep, -2))
