@@ -90,7 +90,7 @@ class DeferredSlice:
     def values(self) -> np.ndarray:
         """The sliced array (read-only), built on first use and then kept."""
         if self._values is None:
-            values = _gather(self.base, self.index)
+            values = _gather(self.base, self.index, self.shape)
             if values is not self.base:
                 values.setflags(write=False)
             self._values = values
@@ -111,8 +111,10 @@ def resolve(weight: np.ndarray | DeferredSlice) -> np.ndarray:
     return weight.values() if isinstance(weight, DeferredSlice) else weight
 
 
-def _gather(base: np.ndarray, index: tuple[np.ndarray | None, ...]) -> np.ndarray:
-    """`base` at the kept positions of every axis, in one pass over it.
+def _gather(
+    base: np.ndarray, index: tuple[np.ndarray | None, ...], shape: tuple[int, ...]
+) -> np.ndarray:
+    """`base` at the kept positions of every axis (`shape` in all), in one pass over it.
 
     The first sliced axis is walked in blocks of about `_BLOCK_BYTES` of `base`; each
     block is narrowed on the other sliced axes while it is still small.
@@ -123,7 +125,6 @@ def _gather(base: np.ndarray, index: tuple[np.ndarray | None, ...]) -> np.ndarra
     if len(axes) == 1:
         return np.take(base, index[axes[0]], axis=axes[0])
     outer, rest = axes[0], axes[1:]
-    shape = tuple(base.shape[a] if kept is None else len(kept) for a, kept in enumerate(index))
     out = np.empty(shape, dtype=base.dtype)
     bytes_per_position = max(1, base.nbytes // max(1, base.shape[outer]))
     step = max(1, _BLOCK_BYTES // bytes_per_position)
