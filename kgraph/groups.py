@@ -35,6 +35,7 @@ from kgraph.graph import Graph
 from kgraph.ir import Space, Tensor
 from kgraph.rules import rule_for
 from kgraph.rules.base import OpaqueRule
+from kgraph.rules.merge import concat_parts
 
 __all__ = ["ChannelGroup", "channel_groups", "channel_width", "group_channels", "group_of"]
 
@@ -148,9 +149,10 @@ class _Analysis:
         """`space` as consecutive (element space, width) pieces; None if re-arranged."""
         if _is_element(space):
             return [(space, self.size[space])] if space in self.size else None
-        if isinstance(space, tuple) and space[0] == "concat":  # (.., name, parts, widths)
+        parts = concat_parts(space)
+        if parts is not None:
             pieces: list[tuple[Hashable, int]] = []
-            for part, width in zip(space[2], space[3]):
+            for part, width in parts:
                 more = self._segments(part)
                 if more is None and _is_element(part) and part not in self.size:
                     self.size[part] = width  # a part the Concatenate dropped: no node has it

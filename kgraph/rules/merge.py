@@ -29,6 +29,7 @@ __all__ = [
     "agreeing_inputs",
     "branch_name",
     "check_same_channels",
+    "concat_parts",
     "in_view",
     "seen_inputs",
 ]
@@ -49,12 +50,17 @@ def branch_name(tensor: Tensor) -> str:
     return label.rsplit("#", 1)[0]
 
 
-def _part(space: Hashable, part: Hashable) -> tuple[int, int] | None:
-    """(offset, width) of the channels of `part` inside concat coordinates `space`."""
+def concat_parts(space: Hashable) -> list[tuple[Hashable, int]] | None:
+    """The (part space, width) pieces of Concatenate coordinates, in order; None for others."""
     if not (isinstance(space, tuple) and len(space) == 4 and space[0] == "concat"):
         return None
+    return list(zip(space[2], space[3]))
+
+
+def _part(space: Hashable, part: Hashable) -> tuple[int, int] | None:
+    """(offset, width) of the channels of `part` inside concat coordinates `space`."""
     start = 0
-    for sub, width in zip(space[2], space[3]):
+    for sub, width in concat_parts(space) or ():
         if sub == part:
             return start, width
         inner = _part(sub, part)
@@ -179,17 +185,17 @@ class ConcatenateRule(WeightlessRule):
 
         Their channels stay in the output's coordinates, all deleted.
         """
-        space = node.outputs[0].space
-        if not (isinstance(space, tuple) and space[0] == "concat"):
+        parts = concat_parts(node.outputs[0].space)
+        if parts is None:
             return node
         dropped = dict(_dropped(node))
-        live = [p for p in range(len(space[2])) if p not in dropped]
+        live = [p for p in range(len(parts)) if p not in dropped]
         slot_of = data_slots(node)
         for slot in slots:
             position = live[slot_of.index(slot)]
-            dropped[position] = (space[2][position], space[3][position])
-        parts = tuple((p, *dropped[p]) for p in sorted(dropped))
-        return attrs.evolve(node, meta={**node.meta, DROPPED_PARTS: parts})
+            dropped[position] = parts[position]
+        recorded = tuple((p, *dropped[p]) for p in sorted(dropped))
+        return attrs.evolve(node, meta={**node.meta, DROPPED_PARTS: recorded})
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         axis = self.concat_axis(node)
