@@ -100,9 +100,7 @@ def _vanish(node: Node, inputs: Sequence[Tensor]) -> Node:
 
 def _drop_inputs(graph: Graph, node: Node, slots: Sequence[int]) -> Node:
     """Remove input `slots` of `node` from the graph and from its call template."""
-    record = getattr(rule_for(node), "drop_inputs", None)
-    if record is not None:
-        node = record(node, slots)
+    node = rule_for(node).drop_inputs(node, slots)
     for slot in sorted(slots, reverse=True):
         count = len(node.inputs)
         graph.disconnect(node.name, slot)
@@ -199,8 +197,8 @@ class PropagateMasks(Pass):
     def _check_droppable(
         self, graph: Graph, node: Node, inputs: list[Tensor], empty: list[int]
     ) -> None:
-        can_drop = getattr(rule_for(node), "can_drop", None)
-        if can_drop is not None and all(can_drop(node, inputs[s]) for s in empty):
+        rule = rule_for(node)
+        if all(rule.can_drop(node, inputs[s]) for s in empty):
             return
         roots = sorted({_empty_root(graph, graph.producers(node.name)[s][0]) for s in empty})
         others = [repr(branch_name(inputs[s])) for s in data_slots(node) if s not in empty]

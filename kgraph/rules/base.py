@@ -99,6 +99,16 @@ class Rule:
         """Problems with `node`'s weights or config for its channels (for `Graph.verify`)."""
         return []
 
+    def can_drop(self, node: Node, tensor: Tensor) -> bool:
+        """True when an input `tensor` left without channels can leave the call (a
+        Concatenate on the channel axis); otherwise deleting all of them is an error."""
+        return False
+
+    def drop_inputs(self, node: Node, slots: Sequence[int]) -> Node:
+        """`node` about to lose the inputs on `slots` (see `can_drop`): what it must
+        remember of them. The slots themselves are removed by `PropagateMasks`."""
+        return node
+
     def restricts(self, node: Node) -> str:
         """Why the channels `node` reads or owns cannot lose an arbitrary subset ("" when
         they can); `kgraph.channel_groups` marks their groups not prunable with it."""
