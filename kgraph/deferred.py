@@ -23,13 +23,21 @@ Example:
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DeferredSlice", "resolve"]
+__all__ = ["DeferredSlice", "aligned_empty", "resolve"]
 
 _BLOCK_BYTES = 4 << 20  # how much of the base one gather step reads
+_ALIGN = 64  # bytes; what TensorFlow (Eigen) requires of a buffer it adopts
+_MAPPED_BYTES = 4 << 20  # arrays this large get their own memory map (see aligned_empty)
+_MAP_FLAGS = (
+    {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)}
+    if hasattr(mmap, "MAP_ANONYMOUS")
+    else {}
+)
 
 
 class DeferredSlice:
@@ -87,14 +95,31 @@ class DeferredSlice:
         index = (*self.index[:axis], positions, *self.index[axis + 1 :])
         return DeferredSlice(self.base, index)
 
+    @property
+    def carried_out(self) -> bool:
+        """Whether `values()` has built (and kept) the sliced array already."""
+        return self._values is not None
+
     def values(self) -> np.ndarray:
         """The sliced array (read-only), built on first use and then kept."""
         if self._values is None:
-            values = _gather(self.base, self.index, self.shape)
-            if values is not self.base:
+            if all(kept is None for kept in self.index):
+                values = self.base
+            else:
+                values = self.gather()
                 values.setflags(write=False)
             self._values = values
         return self._values
+
+    def gather(self) -> np.ndarray:
+        """The sliced values in a new writable array of the caller's own, not kept here.
+
+        The array starts on a 64-byte boundary, so a backend can adopt it as a tensor
+        without copying (see `kgraph.weight_feed`).
+        """
+        out = aligned_empty(self.shape, self.dtype)
+        _gather(self.base, self.index, out)
+        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         values = self.values()
@@ -111,28 +136,52 @@ def resolve(weight: np.ndarray | DeferredSlice) -> np.ndarray:
     return weight.values() if isinstance(weight, DeferredSlice) else weight
 
 
-def _gather(
-    base: np.ndarray, index: tuple[np.ndarray | None, ...], shape: tuple[int, ...]
-) -> np.ndarray:
-    """`base` at the kept positions of every axis (`shape` in all), in one pass over it.
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised, writable C-contiguous array starting on an `_ALIGN`-byte boundary.
 
-    The first sliced axis is walked in blocks of about `_BLOCK_BYTES` of `base`; each
-    block is narrowed on the other sliced axes while it is still small.
+    Arrays of `_MAPPED_BYTES` or more get pages of their own from an anonymous memory
+    map (page-aligned, filled by the kernel at once). numpy would ask the kernel for huge
+    pages for them, and a page fault then waits while memory is compacted: gathering
+    VGG16's fc1 kernel took 0.6 s instead of 0.1 s in some rounds of a benchmark.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size >= _MAPPED_BYTES:
+        pages = mmap.mmap(-1, size, **_MAP_FLAGS)
+        return np.frombuffer(pages, dtype=dtype).reshape(shape)
+    raw = np.empty(size + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
+def _gather(base: np.ndarray, index: tuple[np.ndarray | None, ...], out: np.ndarray) -> None:
+    """Write `base` at the kept positions of every axis into `out`, in one pass over it.
+
+    The first sliced axis is walked in blocks of about `_BLOCK_BYTES` of `base`, taken
+    into one reused buffer; each block is narrowed on the other sliced axes while it is
+    still small, the last narrowing writing straight into `out`.
     """
     axes = [axis for axis, kept in enumerate(index) if kept is not None]
     if not axes:
-        return base
+        np.copyto(out, base)
+        return
+    # mode="clip": the positions are valid, and numpy buffers `out` under mode="raise".
     if len(axes) == 1:
-        return np.take(base, index[axes[0]], axis=axes[0])
+        np.take(base, index[axes[0]], axis=axes[0], out=out, mode="clip")
+        return
     outer, rest = axes[0], axes[1:]
-    out = np.empty(shape, dtype=base.dtype)
     bytes_per_position = max(1, base.nbytes // max(1, base.shape[outer]))
     step = max(1, _BLOCK_BYTES // bytes_per_position)
     positions = index[outer]
+    buffer = np.empty(
+        (*base.shape[:outer], min(step, len(positions)), *base.shape[outer + 1 :]), base.dtype
+    )
     before = (slice(None),) * outer
     for start in range(0, len(positions), step):
-        block = np.take(base, positions[start : start + step], axis=outer)
-        for axis in rest:
-            block = np.take(block, index[axis], axis=axis)
-        out[(*before, slice(start, start + step))] = block
-    return out
+        chunk = positions[start : start + step]
+        block = buffer[(*before, slice(0, len(chunk)))]
+        np.take(base, chunk, axis=outer, out=block, mode="clip")
+        for axis in rest[:-1]:
+            block = np.take(block, index[axis], axis=axis, mode="clip")
+        target = out[(*before, slice(start, start + len(chunk)))]
+        np.take(block, index[rest[-1]], axis=rest[-1], out=target, mode="clip")

@@ -245,6 +245,11 @@ class Node:
         return tuple(resolve(w) for w in self._weights)
 
     @property
+    def stored_weights(self) -> tuple[np.ndarray | DeferredSlice, ...]:
+        """The weights as stored: arrays, or DeferredSlices not yet carried out."""
+        return self._weights
+
+    @property
     def weight_shapes(self) -> tuple[tuple[int, ...], ...]:
         """The weights' shapes, without carrying out deferred slices."""
         return tuple(tuple(w.shape) for w in self._weights)

@@ -80,11 +80,11 @@ def lower(graph: Graph) -> keras.Model:
             outputs = _call(layer, node, values)
         else:
             # Build the layer with its IR weights as initial values: no initialiser runs.
-            with feeding(node.weights) as feed:
+            with feeding(node.stored_weights) as feed:
                 layer = _create(node)
                 outputs = _call(layer, node, values)
             layers[node.layer] = (layer, node)
-            if node.weights and not feed.complete(layer):
+            if node.stored_weights and not feed.complete(layer):
                 _set_weights(layer, node)
             _finalize(layer)
         for slot, tensor in enumerate(keras.tree.flatten(outputs)):

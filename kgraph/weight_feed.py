@@ -4,12 +4,17 @@ Keras builds a layer by calling `add_weight(shape, initializer, ...)` for every
 variable, and the initialiser runs (random numbers for a kernel) even when
 `set_weights` overwrites the values right after. While `feeding(arrays)` is active,
 `add_weight` takes the next array as the initial value instead. After the build,
-`fed(layer)` tells whether every variable came from the arrays in `layer.weights`
+`feed.complete(layer)` tells whether every variable came from the arrays in `layer.weights`
 order; if not (a layer that creates variables in another order), the caller falls
 back to `set_weights`, which is always correct.
 
+A weight that is a `DeferredSlice` not yet carried out is gathered straight into a
+new buffer that only the variable holds; with the TensorFlow backend the variable
+adopts that buffer (through DLPack) instead of copying it. A pruned VGG16's fc1
+kernel (103 MB) is then written once, not twice.
+
 Example:
-    >>> with feeding(node.weights) as feed:
+    >>> with feeding(node.stored_weights) as feed:
     ...     layer = Dense.from_config(config)
     ...     outputs = layer(inputs)
     >>> feed.complete(layer)
@@ -26,7 +31,9 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["Feed", "feeding"]
+from kgraph.deferred import DeferredSlice, resolve
+
+__all__ = ["Feed", "feeding", "initial_value"]
 
 _LOCK = threading.Lock()
 _ACTIVE: list[Feed] = []
@@ -35,7 +42,7 @@ _ACTIVE: list[Feed] = []
 class Feed:
     """The arrays still to hand out, and the variables created from them."""
 
-    def __init__(self, values: Sequence[np.ndarray]) -> None:
+    def __init__(self, values: Sequence[np.ndarray | DeferredSlice]) -> None:
         self.values = list(values)
         self.created: list[Any] = []
         self.broken = False
@@ -51,8 +58,8 @@ class Feed:
             self.broken = True
             return None
 
-        def initialize(shape: Any, dtype: Any = None) -> np.ndarray:
-            return np.asarray(value, dtype=dtype)
+        def initialize(shape: Any, dtype: Any = None) -> Any:
+            return initial_value(value, dtype)
 
         return initialize
 
@@ -63,6 +70,32 @@ class Feed:
             and len(self.created) == len(self.values)
             and [id(v) for v in layer.weights] == [id(v) for v in self.created]
         )
+
+
+def initial_value(weight: np.ndarray | DeferredSlice, dtype: Any = None) -> Any:
+    """What a new variable of `dtype` starts from: `weight`'s values.
+
+    A `DeferredSlice` not carried out yet is gathered into a fresh buffer; with the
+    TensorFlow backend it comes back as a tensor over that buffer, which a
+    `tf.Variable` keeps without copying. Anything else is a numpy array, which Keras
+    copies into the variable (so the IR's arrays never alias a variable).
+
+    Example:
+        >>> layer.add_weight(shape, initializer=lambda s, dtype=None: initial_value(w, dtype))
+    """
+    fresh = isinstance(weight, DeferredSlice) and not weight.carried_out
+    if fresh and (dtype is None or keras.backend.standardize_dtype(dtype) == weight.dtype.name):
+        return _adopt(weight.gather())
+    return np.asarray(resolve(weight), dtype=dtype)
+
+
+def _adopt(array: np.ndarray) -> Any:
+    """`array` as a backend tensor sharing its memory, when the backend allows it."""
+    if keras.backend.backend() != "tensorflow" or array.size == 0:
+        return array
+    import tensorflow as tf
+
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
 _ORIGINAL = keras.layers.Layer.add_weight
@@ -85,7 +118,7 @@ def _add_weight(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
-def feeding(values: Sequence[np.ndarray]) -> Iterator[Feed]:
+def feeding(values: Sequence[np.ndarray | DeferredSlice]) -> Iterator[Feed]:
     """Within this block, variables `add_weight` creates take `values`, in order."""
     feed = Feed(values)
     with _LOCK:

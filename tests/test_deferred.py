@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import kgraph
-from kgraph import deferred
+from kgraph import deferred, weight_feed
 from kgraph.deferred import DeferredSlice, resolve
 from kgraph.passes import DeleteChannels
 from kgraph.rules import take_weight
@@ -117,3 +117,76 @@ def test_stats_count_deferred_weights_without_carrying_them_out() -> None:
     assert stats.flops == 6 * 3 + 3 * 3
     assert pruned.node("b").stored_weight("kernel")._values is None  # nothing gathered
     assert stats.params == kgraph.stats(pruned.lower()).params
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((5, 7), (0, 1)), ((9, 4), (1,)), ((3, 3), ()), ((2100, 2000), (0, 1)), ((2100, 1000), (0,))],
+)
+def test_gather_builds_a_new_aligned_writable_array_each_time(
+    shape: tuple[int, int], axes: tuple[int, ...]
+) -> None:
+    # The last two outputs (5.6 MB, 5.6 MB) are large enough for a memory map of their own.
+    base = np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape)
+    base.setflags(write=False)
+    keeps = {0: np.arange(shape[0]) % 3 != 1, 1: np.arange(shape[1]) % 2 == 0}
+    sliced, expected = DeferredSlice.of(base), base
+    for axis in axes:
+        sliced = sliced.take(keeps[axis], axis)
+        expected = np.compress(keeps[axis], expected, axis=axis)
+
+    first, second = sliced.gather(), sliced.gather()
+
+    for out in (first, second):
+        np.testing.assert_array_equal(out, expected)
+        assert out.dtype == np.float32 and out.flags.writeable and out.flags.c_contiguous
+        assert out.ctypes.data % 64 == 0
+        assert not np.shares_memory(out, base)
+    assert not np.shares_memory(first, second)
+    assert not sliced.carried_out  # gather() keeps nothing; values() would
+
+
+def test_adopted_tensors_share_the_gathered_buffer() -> None:
+    array = deferred.aligned_empty((3, 4), np.float32)
+    array[...] = np.arange(12).reshape(3, 4)
+    tensor = weight_feed._adopt(array)
+    array[1, 2] = -1.0
+    assert float(np.asarray(tensor)[1, 2]) == -1.0  # one buffer, no copy
+
+
+def test_initial_value_converts_when_the_variable_has_another_dtype() -> None:
+    sliced = DeferredSlice.of(np.arange(6.0).reshape(2, 3)).take([True, False, True], 1)
+    value = weight_feed.initial_value(sliced, "float32")
+    assert isinstance(value, np.ndarray) and value.dtype == np.float32
+    np.testing.assert_array_equal(value, [[0, 2], [3, 5]])
+    same_dtype = weight_feed.initial_value(sliced, "float64")
+    np.testing.assert_array_equal(np.asarray(same_dtype), [[0, 2], [3, 5]])
+
+
+def test_lowering_hands_each_gathered_weight_to_its_variable_alone() -> None:
+    # a's kernel keeps 1200 x 1000 float32 (4.8 MB): the memory-mapped path.
+    inputs = keras.Input((1200,))
+    hidden = keras.layers.Dense(2000, name="a")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(8, name="b")(hidden))
+    original = [w.copy() for w in model.get_weights()]
+    dropped = np.arange(0, 2000, 2)
+    pruned = kgraph.lift(model).apply(DeleteChannels("a", dropped))
+
+    lowered = pruned.lower()
+
+    expected = np.delete(original[0], dropped, axis=1)
+    kernel = lowered.get_layer("a").kernel
+    np.testing.assert_array_equal(kernel.numpy(), expected)
+    np.testing.assert_array_equal(
+        lowered.get_layer("b").kernel.numpy(), np.delete(original[2], dropped, axis=0)
+    )
+    assert not pruned.node("a").stored_weight("kernel").carried_out  # no second copy kept
+
+    kernel.assign(np.zeros_like(expected))  # training the new model ...
+    kernel.assign_add(np.ones_like(expected))
+    np.testing.assert_array_equal(kernel.numpy(), np.ones_like(expected))
+    # ... changes neither the graph, nor a second lowering, nor the original model.
+    np.testing.assert_array_equal(pruned.node("a").weight("kernel"), expected)
+    np.testing.assert_array_equal(pruned.lower().get_layer("a").kernel.numpy(), expected)
+    for now, before in zip(model.get_weights(), original):
+        np.testing.assert_array_equal(now, before)
