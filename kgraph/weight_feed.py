@@ -90,12 +90,19 @@ def initial_value(weight: np.ndarray | DeferredSlice, dtype: Any = None) -> Any:
 
 
 def _adopt(array: np.ndarray) -> Any:
-    """`array` as a backend tensor sharing its memory, when the backend allows it."""
+    """`array` as a backend tensor sharing its memory, when the backend allows it.
+
+    Otherwise (another backend, or a dtype DLPack cannot carry, such as bfloat16)
+    `array` itself, which the variable then copies.
+    """
     if keras.backend.backend() != "tensorflow" or array.size == 0:
         return array
     import tensorflow as tf
 
-    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    try:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    except (BufferError, tf.errors.InvalidArgumentError):
+        return array
 
 
 _ORIGINAL = keras.layers.Layer.add_weight
