@@ -26,7 +26,7 @@ from helpers import (
 )
 
 import kgraph
-from kgraph.passes import DeleteChannels
+from kgraph.passes import DeleteChannels, DeleteLayer, InsertLayer
 
 L = keras.layers
 
@@ -292,3 +292,37 @@ def test_bypass_leaves_the_nodes_after_its_users_alone() -> None:
     assert_sliced(model, pruned, "head", [], [])
     d = graphs[-1].node("d").outputs[0]
     assert d.axis == 2 and d.mask.tolist() == [True, True]
+
+
+# -- splices after the bypass -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("splice", ["delete-res", "insert-before-res", "delete-res-then-prune-b"])
+def test_splices_of_a_call_that_reads_a_bypassed_concatenate(splice: str) -> None:
+    """The calls that read the bypassed Concatenate keep seeing its coordinates.
+
+    Deleting `res` leaves the Add reading the kept branch twice; the view `res` had
+    must pass to the Add, or its two inputs no longer agree.
+    """
+    model = residual_concat()
+    dead_b = [1] if splice == "delete-res-then-prune-b" else []
+    dead = dead_copy(model, {"a": [0, 1, 2], "b": dead_b})
+    zero_outputs(dead.get_layer("res"), [0, 1, 2])
+    cat = dead.get_layer("cat").output
+    if splice == "insert-before-res":
+        passes = [InsertLayer("res", L.Activation("tanh", name="tanh"))]
+        y = L.Add()([cat, dead.get_layer("res")(L.Activation("tanh")(cat))])
+    else:
+        passes = [DeleteLayer("res")]
+        y = L.Add()([cat, cat])
+    expected = keras.Model(dead.input, dead.get_layer("head")(y))
+
+    graph = kgraph.lift(model).apply(DeleteChannels("a", [0, 1, 2])).apply(*passes)
+    if dead_b:
+        graph = graph.apply(DeleteChannels("b", dead_b))
+    pruned = graph.lower()
+
+    assert_same_outputs(expected, pruned, sample_inputs(model))
+    head = np.delete(model.get_layer("head").kernel.numpy(), [0, 1, 2, *(3 + c for c in dead_b)], 0)
+    np.testing.assert_array_equal(pruned.get_layer("head").kernel.numpy(), head)
+    assert "Concatenate" not in layer_classes(pruned).values()

@@ -14,6 +14,7 @@ from kgraph.errors import SurgeryError
 from kgraph.graph import Graph, LayerRef
 from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import single_input
+from kgraph.rules.merge import INPUT_VIEWS, with_input_view
 
 __all__ = ["DeleteLayer"]
 
@@ -34,6 +35,11 @@ class DeleteLayer(Pass):
                 raise SurgeryError(
                     f"cannot delete {node.describe()}: it has {len(node.outputs)} outputs"
                 )
+            # A call reading a bypassed Concatenate passes its view on to its users.
+            view = dict(node.meta.get(INPUT_VIEWS, ())).get(0)
+            if view is not None:
+                for dst, dst_slot, _ in graph.users(node_name, 0):
+                    graph.set_node(with_input_view(graph.node(dst), dst_slot, view))
             graph.redirect_users(node_name, 0, src, src_slot)
             graph.remove_node(node_name)
         return True

@@ -26,7 +26,7 @@ from kgraph.ir import Node, Tensor, remove_slot, seal
 from kgraph.passes.base import Pass
 from kgraph.rules import rule_for
 from kgraph.rules.base import data_slots
-from kgraph.rules.merge import INPUT_VIEWS, branch_name, seen_inputs
+from kgraph.rules.merge import INPUT_VIEWS, branch_name, seen_inputs, with_input_view
 
 __all__ = ["PropagateMasks", "relative_keep", "update_node"]
 
@@ -128,11 +128,7 @@ def _bypass(graph: Graph, node: Node) -> None:
     ((src, src_slot),) = graph.producers(node.name)
     space = node.outputs[0].space
     for dst, dst_slot, _ in graph.users(node.name, 0):
-        user = graph.node(dst)
-        views = dict(user.meta.get(INPUT_VIEWS, ()))
-        views.setdefault(dst_slot, space)  # an older view already contains `space`
-        meta = {**user.meta, INPUT_VIEWS: tuple(sorted(views.items(), key=lambda v: v[0]))}
-        graph.set_node(attrs.evolve(user, meta=meta))
+        graph.set_node(with_input_view(graph.node(dst), dst_slot, space))
     graph.redirect_users(node.name, 0, src, src_slot)
     graph.remove_node(node.name)
 

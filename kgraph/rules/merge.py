@@ -32,6 +32,7 @@ __all__ = [
     "concat_parts",
     "in_view",
     "seen_inputs",
+    "with_input_view",
 ]
 
 
@@ -83,6 +84,18 @@ def in_view(tensor: Tensor, space: Hashable) -> Tensor:
     mask = np.zeros(sum(space[3]), dtype=bool)
     mask[found[0] : found[0] + found[1]] = tensor.mask
     return attrs.evolve(tensor, mask=seal(mask), space=space)
+
+
+def with_input_view(node: Node, slot: int, space: Hashable) -> Node:
+    """`node` seeing input `slot` in the Concatenate coordinates `space` from now on.
+
+    A view the slot already has is kept: it is of an outer Concatenate, whose
+    coordinates contain `space`.
+    """
+    views = dict(node.meta.get(INPUT_VIEWS, ()))
+    views.setdefault(slot, space)
+    meta = {**node.meta, INPUT_VIEWS: tuple(sorted(views.items(), key=lambda v: v[0]))}
+    return attrs.evolve(node, meta=meta)
 
 
 def seen_inputs(node: Node, inputs: Sequence[Tensor]) -> list[Tensor]:
