@@ -14,7 +14,7 @@ from kgraph.errors import SurgeryError
 from kgraph.graph import Graph, LayerRef
 from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import single_input
-from kgraph.rules.merge import INPUT_VIEWS, with_input_view
+from kgraph.rules.merge import input_views, with_input_view
 
 __all__ = ["DeleteLayer"]
 
@@ -36,7 +36,7 @@ class DeleteLayer(Pass):
                     f"cannot delete {node.describe()}: it has {len(node.outputs)} outputs"
                 )
             # A call reading a bypassed Concatenate passes its view on to its users.
-            view = dict(node.meta.get(INPUT_VIEWS, ())).get(0)
+            view = input_views(node).get(0)
             if view is not None:
                 for dst, dst_slot, _ in graph.users(node_name, 0):
                     graph.set_node(with_input_view(graph.node(dst), dst_slot, view))

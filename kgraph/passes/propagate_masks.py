@@ -26,7 +26,13 @@ from kgraph.ir import Node, Tensor, remove_slot, seal
 from kgraph.passes.base import Pass
 from kgraph.rules import rule_for
 from kgraph.rules.base import data_slots
-from kgraph.rules.merge import INPUT_VIEWS, branch_name, seen_inputs, with_input_view
+from kgraph.rules.merge import (
+    INPUT_VIEWS,
+    branch_name,
+    input_views,
+    seen_inputs,
+    with_input_view,
+)
 
 __all__ = ["PropagateMasks", "relative_keep", "update_node"]
 
@@ -113,9 +119,9 @@ def _drop_inputs(graph: Graph, node: Node, slots: Sequence[int]) -> Node:
             kwargs=remove_slot(dict(node.kwargs), slot),
             inputs=node.inputs[:slot] + node.inputs[slot + 1 :],
         )
-        views = node.meta.get(INPUT_VIEWS)
+        views = input_views(node)
         if views:
-            kept = tuple((s - (s > slot), v) for s, v in views if s != slot)
+            kept = tuple((s - (s > slot), v) for s, v in sorted(views.items()) if s != slot)
             node = attrs.evolve(node, meta={**node.meta, INPUT_VIEWS: kept})
     return node
 

@@ -31,6 +31,7 @@ __all__ = [
     "check_same_channels",
     "concat_parts",
     "in_view",
+    "input_views",
     "seen_inputs",
     "with_input_view",
 ]
@@ -86,13 +87,18 @@ def in_view(tensor: Tensor, space: Hashable) -> Tensor:
     return attrs.evolve(tensor, mask=seal(mask), space=space)
 
 
+def input_views(node: Node) -> dict[int, Hashable]:
+    """The Concatenate coordinates `node` sees its inputs in, by slot (see `INPUT_VIEWS`)."""
+    return dict(node.meta.get(INPUT_VIEWS, ()))
+
+
 def with_input_view(node: Node, slot: int, space: Hashable) -> Node:
     """`node` seeing input `slot` in the Concatenate coordinates `space` from now on.
 
     A view the slot already has is kept: it is of an outer Concatenate, whose
     coordinates contain `space`.
     """
-    views = dict(node.meta.get(INPUT_VIEWS, ()))
+    views = input_views(node)
     views.setdefault(slot, space)
     meta = {**node.meta, INPUT_VIEWS: tuple(sorted(views.items(), key=lambda v: v[0]))}
     return attrs.evolve(node, meta=meta)
@@ -100,7 +106,7 @@ def with_input_view(node: Node, slot: int, space: Hashable) -> Node:
 
 def seen_inputs(node: Node, inputs: Sequence[Tensor]) -> list[Tensor]:
     """`inputs` in the coordinates `node` was built for (see `INPUT_VIEWS`)."""
-    views = dict(node.meta.get(INPUT_VIEWS, ()))
+    views = input_views(node)
     if not views:
         return list(inputs)
     return [in_view(t, views[s]) if s in views else t for s, t in enumerate(inputs)]
