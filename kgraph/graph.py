@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,7 @@ class Graph:
         self._cache: dict[str, Any] = {}
         self._by_layer: dict[str, list[str]] = {}
         self._by_path: dict[str, list[str]] = {}
-        self._by_origin: dict[int, list[str]] = {}
+        self._by_origin: dict[weakref.ref, list[str]] = {}
         for node in self.nodes():
             self._index(node)
 
@@ -181,8 +182,12 @@ class Graph:
             raise KGraphError(
                 f"expected a layer name or a keras Layer, got {type(layer).__name__}: {layer!r}"
             )
-        if id(layer) in self._by_origin:
-            return list(self._by_origin[id(layer)])
+        try:
+            key = weakref.ref(layer)
+        except TypeError:
+            key = None
+        if key is not None and key in self._by_origin:
+            return list(self._by_origin[key])
         raise LayerNotFoundError(
             f"layer {name!r} ({type(layer).__name__}) is not a layer of model {self.name!r} "
             "(or it was removed by an earlier pass); pass a layer of the lifted model or its name"

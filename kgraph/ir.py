@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -199,7 +200,8 @@ class Node:
         weight_names: their names relative to the layer (`kernel`, `lstm_cell/bias`).
         inputs: the input tensors this node was last computed for, one per slot.
         outputs: the node's output tensors, one per output slot.
-        origin: `id()` of the Keras layer it was lifted from (None for new layers).
+        origin: a weak reference to the Keras layer it was lifted from (None for new
+            layers): `Graph.find` accepts that layer object while it lives.
         path: where the layer sat in the original model (`backbone/conv1`).
         meta: what passes remember about the node beyond Keras' config (e.g. the
             mask of attention heads kept, in lifted coordinates).
@@ -219,7 +221,7 @@ class Node:
     weight_names: tuple[str, ...] = ()
     inputs: tuple[Tensor, ...] = ()
     outputs: tuple[Tensor, ...] = ()
-    origin: int | None = None
+    origin: weakref.ref | None = None
     path: str = ""
     meta: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
 

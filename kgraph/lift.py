@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -197,7 +198,7 @@ def _call_node(call: _Call, node_name: str, call_index: int, weights: Any) -> No
         weight_names=names,
         inputs=(),
         outputs=tuple(tensor_record(t) for t in call.keras_node.outputs),
-        origin=id(operation),
+        origin=weakref.ref(operation),
         path=call.path,
     )
 
@@ -296,7 +297,7 @@ def _input_node(tensor: Any, layer: Any) -> Node:
         config=config,
         layer=name,
         outputs=(tensor_record(tensor),),
-        origin=id(layer) if layer is not None else None,
+        origin=weakref.ref(layer) if layer is not None else None,
         path=name,
     )
 

@@ -18,7 +18,7 @@ import keras
 from kgraph.errors import LowerError
 from kgraph.ir import Node, same_layer
 from kgraph.keras_utils import fill_template, from_config
-from kgraph.weight_feed import feeding
+from kgraph.weight_feed import build_layer
 
 if TYPE_CHECKING:
     from kgraph.graph import Graph
@@ -33,11 +33,14 @@ def _create(node: Node) -> Any:
         raise LowerError(f"could not create {node.describe()} from its config: {error}") from error
 
 
-def _set_weights(layer: Any, node: Node) -> None:
+def _build(node: Node, values: list[Any]) -> tuple[Any, Any]:
     try:
-        layer.set_weights(list(node.weights))
-    except ValueError as error:
+        built = build_layer(
+            lambda: _create(node), lambda layer: _call(layer, node, values), node.stored_weights
+        )
+    except ValueError as error:  # set_weights of a layer whose weights do not line up
         raise LowerError(f"weights of {node.describe()} do not fit the layer: {error}") from error
+    return built.layer, built.outputs
 
 
 def _finalize(layer: Any) -> None:
@@ -80,12 +83,8 @@ def lower(graph: Graph) -> keras.Model:
             outputs = _call(layer, node, values)
         else:
             # Build the layer with its IR weights as initial values: no initialiser runs.
-            with feeding(node.stored_weights) as feed:
-                layer = _create(node)
-                outputs = _call(layer, node, values)
+            layer, outputs = _build(node, values)
             layers[node.layer] = (layer, node)
-            if node.stored_weights and not feed.complete(layer):
-                _set_weights(layer, node)
             _finalize(layer)
         for slot, tensor in enumerate(keras.tree.flatten(outputs)):
             tensors[(name, slot)] = tensor

@@ -1,12 +1,18 @@
-"""Create a layer's variables straight from given arrays, skipping its initialisers.
+"""Create a new layer's variables straight from given arrays, skipping its initialisers.
 
 Keras builds a layer by calling `add_weight(shape, initializer, ...)` for every
 variable, and the initialiser runs (random numbers for a kernel) even when
-`set_weights` overwrites the values right after. While `feeding(arrays)` is active,
-`add_weight` takes the next array as the initial value instead. After the build,
-`feed.complete(layer)` tells whether every variable came from the arrays in `layer.weights`
-order; if not (a layer that creates variables in another order), the caller falls
-back to `set_weights`, which is always correct.
+`set_weights` overwrites the values right after. `build_layer` avoids that without
+touching any Keras class: it creates and builds the layer inside a
+`keras.StatelessScope(initialize_variables=False)`, where Keras creates variables
+*uninitialised* (their initialiser is only recorded), and then initialises each
+new variable from kgraph's array instead. The scope, and Keras' list of
+uninitialised variables, belong to the calling thread, so layers that other
+threads build at the same time are not affected.
+
+When the new layer's `weights` do not line up with the arrays (a layer that
+creates its variables in another order), every variable is initialised by its own
+initialiser and the arrays are then set with `set_weights`, which is always correct.
 
 A weight that is a `DeferredSlice` not yet carried out is gathered straight into a
 new buffer that only the variable holds; with the TensorFlow backend the variable
@@ -14,62 +20,38 @@ adopts that buffer (through DLPack) instead of copying it. A pruned VGG16's fc1
 kernel (103 MB) is then written once, not twice.
 
 Example:
-    >>> with feeding(node.stored_weights) as feed:
-    ...     layer = Dense.from_config(config)
-    ...     outputs = layer(inputs)
-    >>> feed.complete(layer)
+    >>> built = build_layer(lambda: Dense.from_config(config), lambda d: d(x), weights)
+    >>> built.fed
     True
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 import keras
 import numpy as np
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from kgraph.deferred import DeferredSlice, resolve
+from kgraph.errors import LowerError
 
-__all__ = ["Feed", "feeding", "initial_value"]
+__all__ = ["BuiltLayer", "build_layer", "initial_value"]
 
-_LOCK = threading.Lock()
-_ACTIVE: list[Feed] = []
+_PENDING = "uninitialized_variables"  # Keras' (thread-local) list of deferred variables
 
 
-class Feed:
-    """The arrays still to hand out, and the variables created from them."""
+@attrs.frozen
+class BuiltLayer:
+    """A layer `build_layer` made, the outputs of the call that built it, and whether
+    its variables were created from the given arrays (`fed`) or set afterwards."""
 
-    def __init__(self, values: Sequence[np.ndarray | DeferredSlice]) -> None:
-        self.values = list(values)
-        self.created: list[Any] = []
-        self.broken = False
-
-    def initializer(self, shape: Any) -> Any | None:
-        """An initialiser returning the next array, or None when they no longer line up."""
-        index = len(self.created)
-        if self.broken or index >= len(self.values):
-            self.broken = True
-            return None
-        value = self.values[index]
-        if tuple(value.shape) != tuple(shape or ()):
-            self.broken = True
-            return None
-
-        def initialize(shape: Any, dtype: Any = None) -> Any:
-            return initial_value(value, dtype)
-
-        return initialize
-
-    def complete(self, layer: Any) -> bool:
-        """True when `layer.weights` are exactly the variables made from all the arrays."""
-        return (
-            not self.broken
-            and len(self.created) == len(self.values)
-            and [id(v) for v in layer.weights] == [id(v) for v in self.created]
-        )
+    layer: Any
+    outputs: Any
+    fed: bool
 
 
 def initial_value(weight: np.ndarray | DeferredSlice, dtype: Any = None) -> Any:
@@ -81,7 +63,8 @@ def initial_value(weight: np.ndarray | DeferredSlice, dtype: Any = None) -> Any:
     copies into the variable (so the IR's arrays never alias a variable).
 
     Example:
-        >>> layer.add_weight(shape, initializer=lambda s, dtype=None: initial_value(w, dtype))
+        >>> initial_value(node.stored_weight("kernel"), "float32").shape
+        (64, 10)
     """
     fresh = isinstance(weight, DeferredSlice) and not weight.carried_out
     if fresh and (dtype is None or keras.backend.standardize_dtype(dtype) == weight.dtype.name):
@@ -97,7 +80,7 @@ def _adopt(array: np.ndarray) -> Any:
     """
     if keras.backend.backend() != "tensorflow" or array.size == 0:
         return array
-    import tensorflow as tf
+    import tensorflow as tf  # only reached with the TensorFlow backend
 
     try:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
@@ -105,37 +88,63 @@ def _adopt(array: np.ndarray) -> Any:
         return array
 
 
-_ORIGINAL = keras.layers.Layer.add_weight
+def _pending() -> list[Any]:
+    return list(global_state.get_global_attribute(_PENDING) or [])
 
 
-def _add_weight(self: Any, *args: Any, **kwargs: Any) -> Any:
-    feed = _ACTIVE[-1] if _ACTIVE else None
-    if feed is None:
-        return _ORIGINAL(self, *args, **kwargs)
-    shape = kwargs.get("shape", args[0] if args else None)
-    initializer = feed.initializer(shape)
-    if initializer is not None:
-        if len(args) > 1:
-            args = (args[0], initializer, *args[2:])
-        else:
-            kwargs["initializer"] = initializer
-    variable = _ORIGINAL(self, *args, **kwargs)
-    feed.created.append(variable)
-    return variable
+def _set_pending(variables: list[Any]) -> None:
+    global_state.set_global_attribute(_PENDING, variables)
 
 
-@contextlib.contextmanager
-def feeding(values: Sequence[np.ndarray | DeferredSlice]) -> Iterator[Feed]:
-    """Within this block, variables `add_weight` creates take `values`, in order."""
-    feed = Feed(values)
-    with _LOCK:
-        if not _ACTIVE:
-            keras.layers.Layer.add_weight = _add_weight
-        _ACTIVE.append(feed)
+def _lined_up(variables: Sequence[Any], weights: Sequence[Any]) -> dict[int, Any]:
+    """`id(variable) -> array` when the variables match the arrays one by one, else {}."""
+    if len(variables) != len(weights):
+        return {}
+    if any(tuple(v.shape) != tuple(w.shape) for v, w in zip(variables, weights)):
+        return {}
+    return {id(v): w for v, w in zip(variables, weights)}
+
+
+def _from(weight: np.ndarray | DeferredSlice) -> Callable[..., Any]:
+    def initialize(shape: Any, dtype: Any = None) -> Any:
+        return initial_value(weight, dtype)
+
+    return initialize
+
+
+def build_layer(
+    make: Callable[[], Any],
+    call: Callable[[Any], Any],
+    weights: Sequence[np.ndarray | DeferredSlice],
+) -> BuiltLayer:
+    """Create a layer with `make()` and build it with `call(layer)`, its variables
+    starting from `weights` (in `layer.weights` order) without running initialisers.
+
+    Only the calling thread's variable creation is deferred; nothing of Keras is
+    patched. Raises `LowerError` when called inside a `keras.StatelessScope`.
+    """
+    if in_stateless_scope():
+        raise LowerError(
+            "kgraph cannot build Keras layers inside a keras.StatelessScope (Keras does not "
+            "let variables be initialised there); lower the graph outside the scope"
+        )
+    known = {id(v) for v in _pending()}
     try:
-        yield feed
-    finally:
-        with _LOCK:
-            _ACTIVE.remove(feed)
-            if not _ACTIVE:
-                keras.layers.Layer.add_weight = _ORIGINAL
+        with keras.StatelessScope(initialize_variables=False) as scope:
+            layer = make()
+            outputs = call(layer)
+        created = [v for v in _pending() if id(v) not in known]
+        fed = _lined_up(getattr(layer, "weights", ()), weights)
+        for variable in created:
+            value = fed.get(id(variable))
+            if value is not None:
+                variable._initializer = _from(value)
+            variable._deferred_initialize()
+            update = scope.get_current_value(variable)
+            if update is not None and value is None:  # an assign the build made
+                variable.assign(update)
+    finally:  # every variable made here is initialised now, or belongs to a failed build
+        _set_pending([v for v in _pending() if id(v) in known])
+    if weights and not fed:
+        layer.set_weights([resolve(w) for w in weights])
+    return BuiltLayer(layer, outputs, bool(fed) or not weights)
