@@ -21,7 +21,7 @@ from kgraph.errors import (
     VerificationError,
 )
 from kgraph.graph import Graph
-from kgraph.groups import ChannelGroup, channel_groups
+from kgraph.groups import Blocker, ChannelGroup, channel_groups
 from kgraph.importance import importance
 from kgraph.ir import Node, Slot, Tensor
 from kgraph.lift import lift
@@ -51,6 +51,7 @@ from kgraph.stats import Stats, stats
 __version__ = "0.1.0"
 
 __all__ = [
+    "Blocker",
     "ChannelError",
     "ChannelGroup",
     "ConstantSparsity",

@@ -23,8 +23,9 @@ Example:
 
 from __future__ import annotations
 
+import enum
 from collections import defaultdict
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -32,12 +33,29 @@ import keras
 import numpy as np
 
 from kgraph.graph import Graph
-from kgraph.ir import Space, Tensor
+from kgraph.ir import ChannelSpace, ConcatSpace, MergeSpace, Tensor
 from kgraph.rules import rule_for
 from kgraph.rules.base import OpaqueRule
-from kgraph.rules.merge import concat_parts
 
-__all__ = ["ChannelGroup", "channel_groups", "channel_width", "group_channels", "group_of"]
+__all__ = [
+    "Blocker",
+    "ChannelGroup",
+    "channel_groups",
+    "channel_width",
+    "group_channels",
+    "group_of",
+]
+
+
+class Blocker(enum.Enum):
+    """Why a channel group is not prunable (`ChannelGroup.blocker`)."""
+
+    MODEL_INPUT = "model input"  # the channels come from a model input
+    MODEL_OUTPUT = "model output"  # they reach a model output
+    NO_RULE = "no rule"  # they reach a layer kgraph has no rule for
+    RESTRICTED = "restricted"  # a rule restricts them (e.g. a grouped convolution)
+    COUPLING = "coupling"  # coupled with re-arranged or partly overlapping channels
+    SINGLE_CHANNEL = "single channel"  # one channel cannot lose any
 
 
 @attrs.frozen
@@ -53,7 +71,8 @@ class ChannelGroup:
         kept: how many of them are still there.
         prunable: False when the channels reach a model output or come from a model
             input, or a layer on their way cannot follow a deletion.
-        reason: why the group is not prunable ("" when it is).
+        reason: why the group is not prunable, for people ("" when it is).
+        blocker: the kind of that reason (None when prunable).
         offsets, widths: where each owner's channels start in the group's coordinates
             and how many it has (offset 0 and the group's width, unless a
             Concatenate put owners side by side before a merge).
@@ -65,6 +84,7 @@ class ChannelGroup:
     kept: int
     prunable: bool
     reason: str = ""
+    blocker: Blocker | None = None
     offsets: tuple[int, ...] = ()
     widths: tuple[int, ...] = ()
 
@@ -76,18 +96,9 @@ class ChannelGroup:
         }
 
 
-def _spaces_in(space: Any) -> Iterator[Space]:
-    """The base spaces inside a (possibly derived, nested tuple) space."""
-    if isinstance(space, Space):
-        yield space
-    elif isinstance(space, tuple):
-        for part in space:
-            yield from _spaces_in(part)
-
-
-def _is_element(space: Any) -> bool:
+def _is_element(space: ChannelSpace | None) -> bool:
     """Spaces the union-find tracks: base spaces and merges of them."""
-    return isinstance(space, Space) or (isinstance(space, tuple) and space[0] == "merge")
+    return space is not None and space.element
 
 
 class _Analysis:
@@ -98,10 +109,10 @@ class _Analysis:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.parent: dict[Hashable, tuple[Hashable, int]] = {}
-        self.size: dict[Hashable, int] = {}
-        self.reasons: dict[Hashable, str] = {}  # space -> why it cannot be pruned
-        self.owned: dict[str, Hashable] = {}  # owner node -> its space
+        self.parent: dict[ChannelSpace, tuple[ChannelSpace, int]] = {}
+        self.size: dict[ChannelSpace, int] = {}
+        self.reasons: dict[ChannelSpace, tuple[Blocker, str]] = {}  # why not prunable
+        self.owned: dict[str, ChannelSpace] = {}  # owner node -> its space
         self.order = graph.topological_order()
         for name in self.order:
             self._visit(graph.node(name))
@@ -115,7 +126,7 @@ class _Analysis:
 
     # -- union-find with offsets ------------------------------------------------------
 
-    def find(self, space: Hashable) -> tuple[Hashable, int]:
+    def find(self, space: ChannelSpace) -> tuple[ChannelSpace, int]:
         parent, offset = self.parent.setdefault(space, (space, 0))
         if parent == space:
             return space, 0
@@ -123,36 +134,38 @@ class _Analysis:
         self.parent[space] = (root, offset + more)
         return root, offset + more
 
-    def union(self, a: Hashable, b: Hashable, delta: int, where: str) -> None:
+    def union(self, a: ChannelSpace, b: ChannelSpace, delta: int, where: str) -> None:
         """Couple channel i of `a` with channel i + delta of `b`."""
         (ra, oa), (rb, ob) = self.find(a), self.find(b)
         shift = delta + ob - oa  # ra[i] is rb[i + shift]
         if ra == rb:
             if shift != 0:
-                self._block(a, f"{where} couples them with other channels of their own group")
+                self._block(
+                    a, Blocker.COUPLING, f"{where} couples them with other channels of their group"
+                )
             return
         if shift >= 0 and self.size[ra] + shift <= self.size[rb]:
             self.parent[ra] = (rb, shift)
         elif shift <= 0 and self.size[rb] - shift <= self.size[ra]:
             self.parent[rb] = (ra, -shift)
         else:
-            self._block(a, f"{where} couples them with channels that overlap them only in part")
-            self._block(b, f"{where} couples them with channels that overlap them only in part")
+            why = f"{where} couples them with channels that overlap them only in part"
+            self._block(a, Blocker.COUPLING, why)
+            self._block(b, Blocker.COUPLING, why)
 
-    def _block(self, space: Any, reason: str) -> None:
-        for base in _spaces_in(space):
-            self.reasons.setdefault(base, reason)
+    def _block(self, space: ChannelSpace | None, blocker: Blocker, reason: str) -> None:
+        for base in () if space is None else space.bases():
+            self.reasons.setdefault(base, (blocker, reason))
 
     # -- reading the graph ------------------------------------------------------------
 
-    def _segments(self, space: Any) -> list[tuple[Hashable, int]] | None:
+    def _segments(self, space: ChannelSpace | None) -> list[tuple[ChannelSpace, int]] | None:
         """`space` as consecutive (element space, width) pieces; None if re-arranged."""
         if _is_element(space):
             return [(space, self.size[space])] if space in self.size else None
-        parts = concat_parts(space)
-        if parts is not None:
-            pieces: list[tuple[Hashable, int]] = []
-            for part, width in parts:
+        if isinstance(space, ConcatSpace):
+            pieces: list[tuple[ChannelSpace, int]] = []
+            for part, width in space.pieces():
                 more = self._segments(part)
                 if more is None and _is_element(part) and part not in self.size:
                     self.size[part] = width  # a part the Concatenate dropped: no node has it
@@ -167,7 +180,9 @@ class _Analysis:
         layouts = [self._segments(t.space) for t in tensors]
         if any(layout is None for layout in layouts):
             for t in tensors:
-                self._block(t.space, f"{where} couples them with re-arranged channels")
+                self._block(
+                    t.space, Blocker.COUPLING, f"{where} couples them with re-arranged channels"
+                )
             return
         first = layouts[0]
         for other in layouts[1:]:
@@ -188,22 +203,28 @@ class _Analysis:
                 continue
             self.size[tensor.space] = tensor.mask.size
             self.find(tensor.space)
-            if isinstance(tensor.space, tuple):  # a merge's output is its inputs' channels
-                for source in tensor.space[2]:
+            if isinstance(tensor.space, MergeSpace):  # a merge's output is its inputs' channels
+                for source in tensor.space.sources:
                     if self.size.get(source) == tensor.mask.size:
                         self.union(tensor.space, source, 0, node.describe())
         if node.kind == "input":
             self._block(
-                node.outputs[0].space, f"they are the channels of model input {node.name!r}"
+                node.outputs[0].space,
+                Blocker.MODEL_INPUT,
+                f"they are the channels of model input {node.name!r}",
             )
             return
         if node.kind == "output":
-            self._block(node.inputs[0].space, f"they reach {node.describe()}")
+            self._block(node.inputs[0].space, Blocker.MODEL_OUTPUT, f"they reach {node.describe()}")
             return
         rule = rule_for(node)
         if isinstance(rule, OpaqueRule):
             for tensor in node.inputs:
-                self._block(tensor.space, f"they reach {node.describe()}, which has no rule")
+                self._block(
+                    tensor.space,
+                    Blocker.NO_RULE,
+                    f"they reach {node.describe()}, which has no rule",
+                )
         for coupled in rule.couplings(node, node.inputs):
             self._couple(coupled, node.describe())
         own = rule.owned_output(node)
@@ -214,17 +235,17 @@ class _Analysis:
         restriction = rule.restricts(node)
         if restriction:
             for tensor in node.inputs[:1]:
-                self._block(tensor.space, restriction)
+                self._block(tensor.space, Blocker.RESTRICTED, restriction)
             if own is not None:
-                self._block(own.space, restriction)
+                self._block(own.space, Blocker.RESTRICTED, restriction)
 
-    def _groups(self) -> list[tuple[Hashable, ChannelGroup]]:
-        spaces_of: dict[Hashable, list[Hashable]] = defaultdict(list)
+    def _groups(self) -> list[tuple[ChannelSpace, ChannelGroup]]:
+        spaces_of: dict[ChannelSpace, list[ChannelSpace]] = defaultdict(list)
         for space in list(self.parent):
             spaces_of[self.find(space)[0]].append(space)
-        members: dict[Hashable, list[str]] = defaultdict(list)
-        owners: dict[Hashable, list[tuple[str, int, int]]] = defaultdict(list)
-        kept: dict[Hashable, int] = {}
+        members: dict[ChannelSpace, list[str]] = defaultdict(list)
+        owners: dict[ChannelSpace, list[tuple[str, int, int]]] = defaultdict(list)
+        kept: dict[ChannelSpace, int] = {}
         for name in self.order:
             node = self.graph.node(name)
             if name in self.owned:
@@ -243,7 +264,7 @@ class _Analysis:
             reasons = [self.reasons[s] for s in spaces_of[root] if s in self.reasons]
             channels = self.size[root]
             if not reasons and channels < 2:
-                reasons.append("a single channel cannot lose any")
+                reasons.append((Blocker.SINGLE_CHANNEL, "a single channel cannot lose any"))
             names, offsets, widths = zip(*found)
             group = ChannelGroup(
                 members=tuple(dict.fromkeys([*members[root], *names])),
@@ -251,7 +272,8 @@ class _Analysis:
                 channels=channels,
                 kept=kept.get(root, channels),
                 prunable=not reasons,
-                reason=reasons[0] if reasons else "",
+                reason=reasons[0][1] if reasons else "",
+                blocker=reasons[0][0] if reasons else None,
                 offsets=offsets,
                 widths=widths,
             )

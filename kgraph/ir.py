@@ -5,7 +5,8 @@ in place. Weight arrays are read-only numpy arrays shared between graphs.
 
 A channel mask is a boolean array over the channels a tensor had when its
 coordinates were created (`lifted` channels): True = kept. Its `space` names that
-coordinate system, so two masks are comparable only when their spaces are equal.
+coordinate system (see `kgraph.spaces`), so two masks are comparable only when their
+spaces are equal.
 
 Example:
     >>> t = Tensor(shape=(None, 8), dtype="float32", axis=1, mask=full_mask(8), space=Space("d"))
@@ -16,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -25,8 +26,14 @@ import numpy as np
 
 from kgraph.deferred import DeferredSlice, resolve
 from kgraph.errors import KGraphError
+from kgraph.spaces import ChannelSpace, ConcatSpace, Derivation, DerivedSpace, MergeSpace, Space
 
 __all__ = [
+    "ChannelSpace",
+    "ConcatSpace",
+    "Derivation",
+    "DerivedSpace",
+    "MergeSpace",
     "Node",
     "Slot",
     "Space",
@@ -41,23 +48,6 @@ __all__ = [
     "seal",
     "slots_in",
 ]
-
-
-class Space:
-    """Identity of a channel coordinate system (compared by identity).
-
-    A fresh `Space` is made for every tensor whose channels are new (a layer's own
-    units or filters, a model input); tensors that keep their channels (BatchNorm,
-    activations, pooling) pass their producer's space on.
-    """
-
-    __slots__ = ("label",)
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def __repr__(self) -> str:
-        return f"Space({self.label!r})"
 
 
 def freeze_array(array: Any) -> np.ndarray:
@@ -110,7 +100,7 @@ class Tensor:
     dtype: str
     axis: int | None = None
     mask: np.ndarray | None = None
-    space: Hashable = None
+    space: ChannelSpace | None = None
 
     @property
     def channels(self) -> int | None:
@@ -118,11 +108,16 @@ class Tensor:
         return None if self.axis is None else self.shape[self.axis]
 
     @property
+    def origin(self) -> str:
+        """The node whose channels this tensor carries (for messages)."""
+        return "?" if self.space is None else self.space.origin
+
+    @property
     def empty(self) -> bool:
         """True when every channel of this tensor has been deleted."""
         return self.mask is not None and not self.mask.any()
 
-    def with_mask(self, mask: np.ndarray, space: Hashable = None) -> Tensor:
+    def with_mask(self, mask: np.ndarray, space: ChannelSpace | None = None) -> Tensor:
         """This tensor with another mask (and space), its shape following the mask."""
         shape = list(self.shape)
         shape[self.axis] = int(mask.sum())

@@ -50,7 +50,7 @@ from test_applications import (
 import kgraph
 from kgraph.graph import Graph
 from kgraph.groups import ChannelGroup, analysis
-from kgraph.ir import Space, Tensor
+from kgraph.ir import ChannelSpace, ConcatSpace, Tensor
 from kgraph.prune import DeleteGroupChannels
 
 SCOPES = ("local", "global")
@@ -206,7 +206,7 @@ def dead_quarter(graph: Graph) -> list[tuple[ChannelGroup, list[int]]]:
     return [(group, list(range(3, group.channels, 4))) for group in groups]
 
 
-def channel_layout(graph: Graph, tensor: Tensor) -> list[tuple[Hashable, int]] | None:
+def channel_layout(graph: Graph, tensor: Tensor) -> list[tuple[ChannelSpace, int]] | None:
     """For each channel of `tensor`: (its group's root space, its channel in the group).
 
     A tensor's channels live in one space, or in a concatenation of spaces (DenseNet's
@@ -215,14 +215,14 @@ def channel_layout(graph: Graph, tensor: Tensor) -> list[tuple[Hashable, int]] |
     """
     found = analysis(graph)
 
-    def layout(space: Any) -> list[tuple[Hashable, int]] | None:
-        if isinstance(space, Space) or (isinstance(space, tuple) and space[0] == "merge"):
+    def layout(space: ChannelSpace | None) -> list[tuple[ChannelSpace, int]] | None:
+        if space is not None and space.element:
             if space not in found.size:
                 return None
             root, offset = found.find(space)
             return [(root, offset + k) for k in range(found.size[space])]
-        if isinstance(space, tuple) and space[0] == "concat":
-            parts = [layout(part) for part in space[2]]
+        if isinstance(space, ConcatSpace):
+            parts = [layout(part) for part in space.parts]
             return None if any(p is None for p in parts) else [c for p in parts for c in p]
         return None
 

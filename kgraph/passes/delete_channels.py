@@ -21,7 +21,7 @@ import numpy as np
 
 from kgraph.errors import ChannelError
 from kgraph.graph import Graph, LayerRef
-from kgraph.groups import channel_width, group_channels, group_of
+from kgraph.groups import Blocker, channel_width, group_channels, group_of
 from kgraph.ir import Node, delete_from
 from kgraph.passes.base import Pass, as_tuple, optional_tuple
 from kgraph.passes.splice import split_calls
@@ -92,7 +92,7 @@ class DeleteChannels(Pass):
             group = group_of(graph, name)
             if group is None:
                 raise not_owner_error(requested)
-            if group.reason.startswith("they are the channels of model input"):
+            if group.blocker is Blocker.MODEL_INPUT:
                 raise ChannelError(
                     f"the channels of {requested.describe()} cannot be deleted: {group.reason}"
                 )

@@ -28,7 +28,6 @@ from kgraph.rules import rule_for
 from kgraph.rules.base import data_slots
 from kgraph.rules.merge import (
     INPUT_VIEWS,
-    branch_name,
     input_views,
     seen_inputs,
     with_input_view,
@@ -203,7 +202,7 @@ class PropagateMasks(Pass):
         if all(rule.can_drop(node, inputs[s]) for s in empty):
             return
         roots = sorted({_empty_root(graph, graph.producers(node.name)[s][0]) for s in empty})
-        others = [repr(branch_name(inputs[s])) for s in data_slots(node) if s not in empty]
+        others = [repr(inputs[s].origin) for s in data_slots(node) if s not in empty]
         raise ChannelError(
             f"every channel of {', '.join(map(repr, roots))} would be deleted, but "
             f"{node.describe()} still combines it with other inputs ({', '.join(others)}); "

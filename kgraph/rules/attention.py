@@ -31,7 +31,7 @@ import attrs
 import numpy as np
 
 from kgraph.errors import ChannelError, UnsupportedLayerError
-from kgraph.ir import Node, Slot, Tensor, full_mask
+from kgraph.ir import Derivation, DerivedSpace, Node, Slot, Tensor, full_mask
 from kgraph.rules.base import (
     Rule,
     carry,
@@ -99,7 +99,13 @@ class MultiHeadAttentionRule(Rule):
             heads = head_mask(node)
             shape = (scores.shape[0], int(heads.sum()), *scores.shape[2:])
             outputs.append(
-                attrs.evolve(scores, shape=shape, axis=1, mask=heads, space=("heads", node.name))
+                attrs.evolve(
+                    scores,
+                    shape=shape,
+                    axis=1,
+                    mask=heads,
+                    space=DerivedSpace(Derivation.HEADS, node.name),
+                )
             )
         return tuple(outputs)
 

@@ -175,9 +175,7 @@ def not_owner_error(node: Node) -> ChannelError:
     """The error for deleting channels from a layer that does not own its channels."""
     source = ""
     if node.outputs and node.outputs[0].mask is not None:
-        from kgraph.rules.merge import branch_name
-
-        origin = branch_name(node.outputs[0])
+        origin = node.outputs[0].origin
         if origin != node.name:
             source = f" (they are the channels of {origin!r})"
     return ChannelError(

@@ -31,7 +31,6 @@ from kgraph.rules.base import (
     register_rule,
     take_weight,
 )
-from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
 
 __all__ = ["DotRule", "EinsumDenseRule", "register"]
@@ -87,7 +86,7 @@ class DotRule(Rule):
             if x.mask.size == y.mask.size and np.array_equal(x.mask, y.mask):
                 return
             why = "but " + "; ".join(
-                f"input {s} (channels of {branch_name(t)!r}) keeps {int(t.mask.sum())}/"
+                f"input {s} (channels of {t.origin!r}) keeps {int(t.mask.sum())}/"
                 f"{t.mask.size}, deleted {np.flatnonzero(~t.mask).tolist()}"
                 for s, t in zip(slots, (x, y))
             )
@@ -96,7 +95,7 @@ class DotRule(Rule):
             if other.shape[axis] is None or other.shape[axis] == tracked.channels:
                 return
             why = (
-                f"but the channels of {branch_name(tracked)!r} keep {tracked.channels} while "
+                f"but the channels of {tracked.origin!r} keep {tracked.channels} while "
                 f"the other input's axis {axis} has {other.shape[axis]} entries kgraph cannot "
                 "delete"
             )

@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from kgraph.errors import ChannelError
-from kgraph.ir import Node, Tensor, freeze_array, seal
+from kgraph.ir import Derivation, DerivedSpace, Node, Tensor, freeze_array, seal
 from kgraph.rules.base import carry, take, take_weight
 from kgraph.rules.channelwise import data_format_axis
 from kgraph.rules.producer import ProducerRule
@@ -43,7 +43,7 @@ def depthwise_output(node: Node, source: Tensor, out: Tensor, m: int) -> Tensor:
     mask = freeze_array(np.repeat(source.mask, m))
     shape = list(out.shape)
     shape[axis] = int(mask.sum())
-    space = ("depthwise", node.name, source.space, m)
+    space = DerivedSpace(Derivation.DEPTHWISE, node.name, source.space, m)
     return attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space)
 
 

@@ -5,20 +5,20 @@
   channels, otherwise `MaskConflictError` names the branches.
 - `ConcatenateRule`: masks are concatenated along the channel axis; an input whose
   channels were all deleted is dropped from the call, as kerassurgeon does. The
-  output keeps the lifted coordinates: `("concat", node, part spaces, part widths)`,
-  a dropped part staying in them with every channel deleted
+  output keeps the lifted coordinates (a `ConcatSpace` of its parts), a dropped
+  part staying in them with every channel deleted
   (`node.meta["dropped_parts"]`), so the users' masks stay comparable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import numpy as np
 
 from kgraph.errors import MaskConflictError
-from kgraph.ir import Node, Tensor, mask_summary, seal
+from kgraph.ir import ChannelSpace, ConcatSpace, MergeSpace, Node, Tensor, mask_summary, seal
 from kgraph.rules.base import WeightlessRule, carry, data_slots, fresh_output, normalize_axis
 
 __all__ = [
@@ -27,9 +27,7 @@ __all__ = [
     "ConcatenateRule",
     "ElementwiseMergeRule",
     "agreeing_inputs",
-    "branch_name",
     "check_same_channels",
-    "concat_parts",
     "in_view",
     "input_views",
     "seen_inputs",
@@ -43,56 +41,27 @@ DROPPED_PARTS = "dropped_parts"  # meta: ((lifted position, space, width), ...) 
 INPUT_VIEWS = "input_views"
 
 
-def branch_name(tensor: Tensor) -> str:
-    """The node whose channels `tensor` carries, for error messages."""
-    space = tensor.space
-    if isinstance(space, tuple):  # derived: (kind, node name, sources)
-        return str(space[1])
-    label = getattr(space, "label", "?")
-    return label.rsplit("#", 1)[0]
-
-
-def concat_parts(space: Hashable) -> list[tuple[Hashable, int]] | None:
-    """The (part space, width) pieces of Concatenate coordinates, in order; None for others."""
-    if not (isinstance(space, tuple) and len(space) == 4 and space[0] == "concat"):
-        return None
-    return list(zip(space[2], space[3]))
-
-
-def _part(space: Hashable, part: Hashable) -> tuple[int, int] | None:
-    """(offset, width) of the channels of `part` inside concat coordinates `space`."""
-    start = 0
-    for sub, width in concat_parts(space) or ():
-        if sub == part:
-            return start, width
-        inner = _part(sub, part)
-        if inner is not None:
-            return start + inner[0], inner[1]
-        start += width
-    return None
-
-
-def in_view(tensor: Tensor, space: Hashable) -> Tensor:
+def in_view(tensor: Tensor, space: ConcatSpace) -> Tensor:
     """`tensor` in the coordinates `space` of a Concatenate it is (nested) part of.
 
     The other parts are deleted channels there. `tensor` itself when it is not a part.
     """
-    if tensor.mask is None or tensor.space == space:
+    if tensor.mask is None or tensor.space == space or tensor.space is None:
         return tensor
-    found = _part(space, tensor.space)
+    found = space.offset_of(tensor.space)
     if found is None or found[1] != tensor.mask.size:
         return tensor
-    mask = np.zeros(sum(space[3]), dtype=bool)
+    mask = np.zeros(space.width, dtype=bool)
     mask[found[0] : found[0] + found[1]] = tensor.mask
     return attrs.evolve(tensor, mask=seal(mask), space=space)
 
 
-def input_views(node: Node) -> dict[int, Hashable]:
+def input_views(node: Node) -> dict[int, ConcatSpace]:
     """The Concatenate coordinates `node` sees its inputs in, by slot (see `INPUT_VIEWS`)."""
     return dict(node.meta.get(INPUT_VIEWS, ()))
 
 
-def with_input_view(node: Node, slot: int, space: Hashable) -> Node:
+def with_input_view(node: Node, slot: int, space: ConcatSpace) -> Node:
     """`node` seeing input `slot` in the Concatenate coordinates `space` from now on.
 
     A view the slot already has is kept: it is of an outer Concatenate, whose
@@ -122,7 +91,7 @@ def _describe_masks(tensors: Sequence[tuple[int, Tensor]]) -> str:
         deleted = [] if t.mask is None else np.flatnonzero(~t.mask).tolist()
         shown = deleted if len(deleted) <= 8 else [*deleted[:8], "..."]
         parts.append(
-            f"input {slot} (channels of {branch_name(t)!r}) keeps {mask_summary(t.mask)}"
+            f"input {slot} (channels of {t.origin!r}) keeps {mask_summary(t.mask)}"
             + (f", deleted {shown}" if deleted else "")
         )
     return "; ".join(parts)
@@ -176,7 +145,7 @@ class ElementwiseMergeRule(WeightlessRule):
         space = (
             first.space
             if len(spaces) == 1
-            else ("merge", node.name, tuple(t.space for _, t in tensors))
+            else MergeSpace(node.name, tuple(t.space for _, t in tensors))
         )
         axis = len(out.shape) - _from_end(first)
         return (attrs.evolve(carry(out, first, axis=axis), space=space),)
@@ -204,9 +173,10 @@ class ConcatenateRule(WeightlessRule):
 
         Their channels stay in the output's coordinates, all deleted.
         """
-        parts = concat_parts(node.outputs[0].space)
-        if parts is None:
+        space = node.outputs[0].space
+        if not isinstance(space, ConcatSpace):
             return node
+        parts = space.pieces()
         dropped = dict(_dropped(node))
         live = [p for p in range(len(parts)) if p not in dropped]
         slot_of = data_slots(node)
@@ -240,12 +210,12 @@ class ConcatenateRule(WeightlessRule):
                 masks.append(t.mask)
         mask = seal(np.concatenate(masks))
         widths = tuple(m.size for m in masks)
-        space = ("concat", node.name, tuple(spaces), widths)
+        space = ConcatSpace(node.name, tuple(spaces), widths)
         shape = list(out.shape)
         shape[axis] = int(mask.sum())
         return (attrs.evolve(out, shape=tuple(shape), axis=axis, mask=mask, space=space),)
 
 
-def _dropped(node: Node) -> list[tuple[int, tuple[Hashable, int]]]:
+def _dropped(node: Node) -> list[tuple[int, tuple[ChannelSpace | None, int]]]:
     """(lifted position, (space, width)) of the parts a Concatenate dropped."""
     return [(p, (space, width)) for p, space, width in node.meta.get(DROPPED_PARTS, ())]

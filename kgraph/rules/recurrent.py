@@ -15,7 +15,6 @@ import numpy as np
 from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Tensor, slots_in
 from kgraph.rules.base import kernel_entries, positions, take_weight
-from kgraph.rules.merge import branch_name
 from kgraph.rules.producer import ProducerRule
 
 __all__ = ["ConvLSTMRule", "RecurrentRule"]
@@ -74,7 +73,7 @@ class RecurrentRule(ProducerRule):
             if state.mask.size != own.mask.size or not np.array_equal(state.mask, own.mask):
                 raise MaskConflictError(
                     f"{node.describe()} keeps units {_kept(own)} but its initial state "
-                    f"(input {slot}, from {branch_name(state)!r}) keeps {_kept(state)}; delete "
+                    f"(input {slot}, from {state.origin!r}) keeps {_kept(state)}; delete "
                     "the same units from the layer and from the one producing its state"
                 )
         return outputs

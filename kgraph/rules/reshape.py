@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from kgraph.ir import Node, Tensor, seal
+from kgraph.ir import Derivation, DerivedSpace, Node, Tensor, seal
 from kgraph.rules.base import Rule, carry, fresh_output, lifted_shape
 from kgraph.rules.channelwise import PassThroughRule, data_format_axis
 
@@ -42,16 +42,14 @@ def expand_mask(tensor: Tensor) -> np.ndarray | None:
 def _flat_output(node: Node, out: Tensor, source: Tensor, flat: np.ndarray | None) -> Tensor:
     if flat is None:
         return fresh_output(node, out) if out.space is None else out
-    space = ("flat", node.name, source.space)
+    space = DerivedSpace(Derivation.FLATTEN, node.name, source.space)
     mask = seal(np.array(flat).reshape(-1))
     return attrs.evolve(out, shape=(out.shape[0], int(mask.sum())), axis=1, mask=mask, space=space)
 
 
 def _follows(out: Tensor, source: Tensor) -> bool:
     """True when `out`'s channels are derived from `source`'s."""
-    if out.space == source.space:
-        return True
-    return isinstance(out.space, tuple) and source.space in out.space
+    return out.space is not None and out.space.derives_from(source.space)
 
 
 class _MapRule(Rule):

@@ -56,7 +56,16 @@ import keras
 import numpy as np
 
 from kgraph.errors import ChannelError, KGraphError, MaskConflictError
-from kgraph.ir import Node, Slot, Tensor, freeze_array, full_mask
+from kgraph.ir import (
+    ChannelSpace,
+    Derivation,
+    DerivedSpace,
+    Node,
+    Slot,
+    Tensor,
+    freeze_array,
+    full_mask,
+)
 from kgraph.rules.base import (
     OpaqueRule,
     Rule,
@@ -66,7 +75,6 @@ from kgraph.rules.base import (
     register_rule,
     rule_for,
 )
-from kgraph.rules.merge import branch_name
 
 __all__ = ["BidirectionalRule", "TimeDistributedRule", "register", "wrapped_class"]
 
@@ -237,7 +245,7 @@ _COUPLED = ("sum", "mul", "ave")
 _DIRECTIONS = (("layer", "forward"), ("backward_layer", "backward"))
 
 
-def _with_units(tensor: Tensor, mask: np.ndarray, space: Any) -> Tensor:
+def _with_units(tensor: Tensor, mask: np.ndarray, space: ChannelSpace | None) -> Tensor:
     """`tensor` carrying units `mask` on its last axis, in coordinates `space`."""
     shape = (*tensor.shape[:-1], int(mask.sum()))
     new = attrs.evolve(tensor, shape=shape, axis=len(shape) - 1, mask=mask, space=space)
@@ -298,7 +306,11 @@ class BidirectionalRule(Rule):
         part = slice(0, half) if which == 0 else slice(half, None)
         outputs = node.outputs[:1]
         if units is not None:
-            outputs = (_with_units(node.outputs[0], units, ("bidirectional-direction", which)),)
+            outputs = (
+                _with_units(
+                    node.outputs[0], units, DerivedSpace(Derivation.DIRECTION, "", None, which)
+                ),
+            )
         inner = attrs.evolve(
             node,
             cls=wrapped_class(node.config[key]),
@@ -332,12 +344,12 @@ class BidirectionalRule(Rule):
         return first.mask, first.mask
 
     def _outputs(
-        self, node: Node, space: Any, forward: np.ndarray, backward: np.ndarray
+        self, node: Node, space: ChannelSpace | None, forward: np.ndarray, backward: np.ndarray
     ) -> tuple[Tensor, ...]:
         mode = node.config.get("merge_mode")
         outs = node.outputs
-        forward_space = ("bidirectional-forward", node.name, space)
-        backward_space = ("bidirectional-backward", node.name, space)
+        forward_space = DerivedSpace(Derivation.FORWARD, node.name, space)
+        backward_space = DerivedSpace(Derivation.BACKWARD, node.name, space)
         if mode == "concat":
             main = [_with_units(outs[0], freeze_array(np.concatenate([forward, backward])), space)]
         elif mode is None:  # two outputs: forward (the layer's own space), then backward
@@ -384,7 +396,7 @@ class BidirectionalRule(Rule):
                 if state.mask.size != units.size or not np.array_equal(state.mask, units):
                     raise MaskConflictError(
                         f"the {label} layer of {node.describe()} keeps units {_kept(units)} but "
-                        f"its initial state (input {slot}, from {branch_name(state)!r}) keeps "
+                        f"its initial state (input {slot}, from {state.origin!r}) keeps "
                         f"{_kept(state.mask)}; delete the same units from the {label} direction "
                         "and from the layer producing its state"
                     )
@@ -418,7 +430,9 @@ class BidirectionalRule(Rule):
         if node.config.get("merge_mode") is not None:
             return first
         both = freeze_array(np.concatenate(masks))  # forward units, then backward units
-        return _with_units(first, both, ("bidirectional-units", node.name, first.space))
+        return _with_units(
+            first, both, DerivedSpace(Derivation.BOTH_DIRECTIONS, node.name, first.space)
+        )
 
     def delete_channels(self, node: Node, mask: np.ndarray) -> Node:
         self._refuse(node)
