@@ -8,6 +8,7 @@ Example:
     >>> smaller = kgraph.lift(model).apply(DeleteChannels("conv1", [0, 3])).lower()
 """
 
+from kgraph.analysis import channel_groups, sparsity, stats
 from kgraph.errors import (
     ChannelError,
     KGraphError,
@@ -21,7 +22,7 @@ from kgraph.errors import (
     VerificationError,
 )
 from kgraph.graph import Graph
-from kgraph.groups import Blocker, ChannelGroup, channel_groups
+from kgraph.groups import Blocker, ChannelGroup
 from kgraph.importance import importance
 from kgraph.ir import Node, Slot, Tensor
 from kgraph.lift import lift
@@ -38,15 +39,14 @@ from kgraph.passes import (
     Sparsify,
 )
 from kgraph.prune import iterative_prune, prune
-from kgraph.rules import Rule, register_rule, unregister_rule
+from kgraph.rules import Rule, RuleSet, register_rule, unregister_rule
 from kgraph.sparse import (
     ConstantSparsity,
     GradualPruning,
     PolynomialDecay,
     SparsityError,
-    sparsity,
 )
-from kgraph.stats import Stats, stats
+from kgraph.stats import Stats
 
 __version__ = "0.1.0"
 
@@ -75,6 +75,7 @@ __all__ = [
     "PruningError",
     "ReplaceLayer",
     "Rule",
+    "RuleSet",
     "Slot",
     "Sparsify",
     "SparsityError",

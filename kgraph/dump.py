@@ -19,21 +19,17 @@ import html
 import itertools
 import logging
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
-import numpy as np
 
 from kgraph.errors import KGraphError
-from kgraph.ir import Node, Tensor, mask_summary
-from kgraph.printing import _attributes, format_graph
-
-if TYPE_CHECKING:
-    from kgraph.graph import Graph
+from kgraph.graph_data import GraphData
+from kgraph.printing import format_graph
+from kgraph.view import EdgeView, NodeView, edge_views, node_views
 
 __all__ = [
     "FORMATS",
@@ -45,6 +41,7 @@ __all__ = [
     "edge_views",
     "find_dot",
     "node_views",
+    "print_after_all",
     "render",
     "to_dot",
     "to_html",
@@ -80,159 +77,6 @@ class GraphvizError(KGraphError):
 
 class GraphvizNotFoundError(GraphvizError):
     """Rendering needs Graphviz's `dot` program and it is not installed (not on PATH)."""
-
-
-# ---------------------------------------------------------------------- what changed
-
-
-def _pruned(tensor: Tensor | None) -> bool:
-    return tensor is not None and tensor.mask is not None and not bool(tensor.mask.all())
-
-
-@attrs.frozen
-class EdgeView:
-    """One edge as a dump shows it: output `src_slot` of `src` into input `dst_slot` of `dst`.
-
-    `pruned` is True when the tensor on it (the producer's output) drops channels.
-    """
-
-    src: str
-    src_slot: int
-    dst: str
-    dst_slot: int
-    tensor: Tensor | None
-
-    @property
-    def pruned(self) -> bool:
-        return _pruned(self.tensor)
-
-    @property
-    def kept(self) -> str:
-        """`'48/64'` (kept/lifted channels of the tensor), `'-'` when untracked."""
-        return mask_summary(None if self.tensor is None else self.tensor.mask)
-
-
-@attrs.frozen
-class NodeView:
-    """One node as a dump shows it, with why it is highlighted.
-
-    Attributes:
-        node: the node's record.
-        label: the class with its key config, as the text printer writes it.
-        inputs: the printer's references to the tensors read (`%conv`, `%lstm.1`).
-        shape: the output shape(s) (for a model output: the shape it returns).
-        kept: kept/lifted channels of each output (`'48/64'`, `'-'` untracked).
-        status: "new" (a layer inserted by a pass), "changed" (its outputs or
-            inputs lost channels) or "unchanged".
-        reasons: why it is new or changed, for people.
-    """
-
-    node: Node
-    label: str
-    inputs: tuple[str, ...]
-    shape: str
-    kept: tuple[str, ...]
-    status: str
-    reasons: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return self.node.name
-
-
-def edge_views(graph: Graph) -> list[EdgeView]:
-    """Every edge of `graph`, consumers in topological order and by input slot."""
-    views = []
-    for name in graph.topological_order():
-        for slot, (src, src_slot) in enumerate(graph.producers(name)):
-            outputs = graph.node(src).outputs
-            tensor = outputs[src_slot] if src_slot < len(outputs) else None
-            views.append(EdgeView(src, src_slot, name, slot, tensor))
-    return views
-
-
-def _label(node: Node) -> str:
-    if node.kind == "layer":
-        return node.class_name + _attributes(node)
-    if node.kind == "op":
-        return f"ops.{node.class_name.lower()}" + _attributes(node)
-    return "Input" if node.kind == "input" else "Output"
-
-
-def _shape(tensors: Sequence[Tensor]) -> str:
-    shapes = [str(t.shape) for t in tensors]
-    if not shapes:
-        return "?"
-    return shapes[0] if len(shapes) == 1 else f"[{', '.join(shapes)}]"
-
-
-def _differences(graph: Graph, node: Node, baseline: Graph) -> list[str]:
-    """How `node` differs from the node of the same name in `baseline` (weights, config, inputs)."""
-    if node.name not in baseline:
-        return ["new layer"] if node.kind in ("layer", "op") else []
-    old = baseline.node(node.name)
-    found = []
-    if old.weight_names != node.weight_names or any(
-        a is not b and (a.shape != b.shape or not np.array_equal(a, b))
-        for a, b in zip(old.weights, node.weights)
-    ):
-        found.append("weights changed")
-    keys = sorted(k for k in {*old.config, *node.config} if old.config.get(k) != node.config.get(k))
-    if keys:
-        found.append(f"config changed: {', '.join(keys)}")
-    if baseline.producers(node.name) != graph.producers(node.name):
-        found.append("inputs rewired")
-    return found
-
-
-def _view(graph: Graph, node: Node, incoming: list[EdgeView], baseline: Graph | None) -> NodeView:
-    refs = tuple(
-        f"%{e.src}" if len(graph.node(e.src).outputs) == 1 else f"%{e.src}.{e.src_slot}"
-        for e in incoming
-    )
-    read = [e.tensor for e in incoming if e.tensor is not None]
-    shown = read if node.kind == "output" else list(node.outputs)
-    reasons = []
-    if node.kind in ("layer", "op") and node.origin is None:
-        reasons.append("new layer")
-    for i, tensor in enumerate(node.outputs):
-        if _pruned(tensor):
-            which = "output" if len(node.outputs) == 1 else f"output {i}"
-            reasons.append(f"{which} keeps {mask_summary(tensor.mask)} channels")
-    for edge in incoming:
-        if edge.pruned:
-            which = "input" if len(incoming) == 1 else f"input {edge.dst_slot}"
-            reasons.append(f"{which} keeps {edge.kept} channels")
-    for key, value in node.meta.items():  # e.g. the attention heads DeleteHeads keeps
-        if isinstance(value, np.ndarray) and value.dtype == bool and not value.all():
-            reasons.append(f"{key}: {mask_summary(value)} kept")
-    if baseline is not None:
-        reasons += [r for r in _differences(graph, node, baseline) if r not in reasons]
-    status = "new" if "new layer" in reasons else "changed" if reasons else "unchanged"
-    return NodeView(
-        node=node,
-        label=_label(node),
-        inputs=refs,
-        shape=_shape(shown),
-        kept=tuple(mask_summary(t.mask) for t in shown),
-        status=status,
-        reasons=tuple(reasons),
-    )
-
-
-def node_views(graph: Graph, baseline: Graph | None = None) -> list[NodeView]:
-    """Every node of `graph` in topological order, with its status (new/changed/unchanged).
-
-    Without `baseline`, a node is changed when its outputs or inputs lost channels
-    (masks are relative to the lifted model) and new when it has no origin (a layer
-    a pass inserted). With `baseline` (e.g. the graph before a pass), nodes whose
-    weights, config or producers differ from the node of the same name there are
-    changed too, and nodes it does not have are new.
-    """
-    incoming: dict[str, list[EdgeView]] = {}
-    for edge in edge_views(graph):
-        incoming.setdefault(edge.dst, []).append(edge)
-    return [_view(graph, n, incoming.get(n.name, []), baseline) for n in graph.nodes()]
 
 
 def _counts(views: list[NodeView], edges: list[EdgeView]) -> str:
@@ -285,14 +129,14 @@ def _attrs(**values: object) -> str:
     return "[" + ", ".join(items) + "]"
 
 
-def _legend_prefix(graph: Graph) -> str:
+def _legend_prefix(graph: GraphData) -> str:
     prefix = "kgraph-legend"
     while any(name.startswith(prefix) for name in graph.nx.nodes):
         prefix += "_"
     return prefix
 
 
-def to_dot(graph: Graph, *, baseline: Graph | None = None) -> str:
+def to_dot(graph: GraphData, *, baseline: GraphData | None = None) -> str:
     """Graphviz DOT source for `graph`, changed nodes and pruned edges highlighted.
 
     Nodes are boxes labelled like the text printer (name, class and key config,
@@ -432,7 +276,7 @@ _PAD_X, _PAD_Y = 10, 8
 _GAP_X, _GAP_Y = 30, 50
 
 
-def _layers(graph: Graph, views: list[NodeView]) -> list[list[NodeView]]:
+def _layers(graph: GraphData, views: list[NodeView]) -> list[list[NodeView]]:
     """Rows of nodes: each node one row below its lowest producer; rows by parents' order."""
     depth: dict[str, int] = {}
     for view in views:
@@ -454,7 +298,7 @@ def _layers(graph: Graph, views: list[NodeView]) -> list[list[NodeView]]:
     return rows
 
 
-def _builtin_svg(graph: Graph, views: list[NodeView], edges: list[EdgeView]) -> str:
+def _builtin_svg(graph: GraphData, views: list[NodeView], edges: list[EdgeView]) -> str:
     """The graph drawn as inline SVG by a small layered layout (no Graphviz needed)."""
     boxes: dict[str, tuple[float, float, float, float]] = {}
     rows = _layers(graph, views)
@@ -562,7 +406,7 @@ pre { background: #fafafa; border: 1px solid #e0e0e0; padding: 8px; overflow: au
 """
 
 
-def _graph_svg(graph: Graph, layout: str, baseline: Graph | None) -> tuple[str, str]:
+def _graph_svg(graph: GraphData, layout: str, baseline: GraphData | None) -> tuple[str, str]:
     """(inline SVG, how it was drawn) for the HTML page."""
     if layout not in ("auto", "graphviz", "builtin"):
         raise KGraphError(f"layout must be 'auto', 'graphviz' or 'builtin', got {layout!r}")
@@ -580,7 +424,7 @@ def _graph_svg(graph: Graph, layout: str, baseline: Graph | None) -> tuple[str, 
     return drawing, "drawn by kgraph's built-in layout (install Graphviz for a better one)"
 
 
-def to_html(graph: Graph, *, layout: str = "auto", baseline: Graph | None = None) -> str:
+def to_html(graph: GraphData, *, layout: str = "auto", baseline: GraphData | None = None) -> str:
     """One self-contained HTML page: the drawn graph, a table of nodes, the text IR.
 
     The page loads nothing from the network. `layout` chooses the drawing:
@@ -648,11 +492,11 @@ def to_html(graph: Graph, *, layout: str = "auto", baseline: Graph | None = None
 
 
 def dump(
-    graph: Graph,
+    graph: GraphData,
     path: str | os.PathLike[str],
     *,
     layout: str = "auto",
-    baseline: Graph | None = None,
+    baseline: GraphData | None = None,
 ) -> Path:
     """Write `graph` to `path` in the format its extension names; return the path.
 
@@ -684,3 +528,41 @@ def dump(
     except OSError as error:
         raise KGraphError(f"cannot write the dump of graph {graph.name!r}: {error}") from error
     return path
+
+
+# ---------------------------------------------------------------------- print-after-all
+
+
+@attrs.define
+class PrintAfterAll:
+    """A pipeline callback writing the IR before the first pass and after every pass,
+    numbered like a compiler's print-after-all: `00-input.txt`/`.dot`,
+    `01-delete-channels.txt`/`.dot`, ..."""
+
+    folder: Path
+    written: dict[int, Path] = attrs.field(factory=dict)
+
+    def __call__(self, step: int, name: str, graph: GraphData) -> None:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        stem = self.folder / f"{step:02d}-{slug}"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            stem.with_suffix(".txt").write_text(format_graph(graph) + "\n", encoding="utf-8")
+            stem.with_suffix(".dot").write_text(to_dot(graph), encoding="utf-8")
+        except OSError as error:
+            raise KGraphError(f"cannot write the IR dump to {self.folder}: {error}") from error
+        self.written[step] = stem.with_suffix(".txt")
+
+    def path_of(self, step: int) -> str:
+        """The text dump written for `step` (`?` when none was)."""
+        return str(self.written.get(step, "?"))
+
+
+def print_after_all(folder: str | os.PathLike[str]) -> PrintAfterAll:
+    """The print-after-all callback for `Graph.apply(..., after_pass=...)`, writing to
+    `folder` (what `dump_dir=` sets up).
+
+    Example:
+        >>> pruned = graph.apply(DeleteChannels("conv1", [0]), after_pass=print_after_all("ir"))
+    """
+    return PrintAfterAll(Path(folder))

@@ -29,13 +29,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-import keras
 import numpy as np
 
-from kgraph.graph import Graph
+from kgraph.graph_data import GraphData
 from kgraph.ir import ChannelSpace, ConcatSpace, MergeSpace, Tensor
-from kgraph.rules import rule_for
 from kgraph.rules.base import OpaqueRule
+from kgraph.rules.capabilities import couplings, restriction
 
 __all__ = [
     "Blocker",
@@ -107,7 +106,7 @@ class _Analysis:
     `find(s)` gives `(root, offset)`: channel i of s is channel i + offset of root.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: GraphData) -> None:
         self.graph = graph
         self.parent: dict[ChannelSpace, tuple[ChannelSpace, int]] = {}
         self.size: dict[ChannelSpace, int] = {}
@@ -217,7 +216,7 @@ class _Analysis:
         if node.kind == "output":
             self._block(node.inputs[0].space, Blocker.MODEL_OUTPUT, f"they reach {node.describe()}")
             return
-        rule = rule_for(node)
+        rule = self.graph.rules.rule_for(node)
         if isinstance(rule, OpaqueRule):
             for tensor in node.inputs:
                 self._block(
@@ -225,19 +224,19 @@ class _Analysis:
                     Blocker.NO_RULE,
                     f"they reach {node.describe()}, which has no rule",
                 )
-        for coupled in rule.couplings(node, node.inputs):
+        for coupled in couplings(rule, node, node.inputs):
             self._couple(coupled, node.describe())
         own = rule.owned_output(node)
         if own is not None:  # (may be a view of several outputs, e.g. Bidirectional's)
             self.size.setdefault(own.space, own.mask.size)
             self.find(own.space)
             self.owned[node.name] = own.space
-        restriction = rule.restricts(node)
-        if restriction:
+        restricted = restriction(rule, node)
+        if restricted:
             for tensor in node.inputs[:1]:
-                self._block(tensor.space, Blocker.RESTRICTED, restriction)
+                self._block(tensor.space, Blocker.RESTRICTED, restricted)
             if own is not None:
-                self._block(own.space, Blocker.RESTRICTED, restriction)
+                self._block(own.space, Blocker.RESTRICTED, restricted)
 
     def _groups(self) -> list[tuple[ChannelSpace, ChannelGroup]]:
         spaces_of: dict[ChannelSpace, list[ChannelSpace]] = defaultdict(list)
@@ -283,39 +282,34 @@ class _Analysis:
         return groups
 
 
-def analysis(graph: Graph) -> _Analysis:
+def analysis(graph: GraphData) -> _Analysis:
     """The (cached) coupling analysis of `graph`."""
     return graph.cached("channel-groups", lambda: _Analysis(graph))
 
 
-def channel_groups(model_or_graph: keras.Model | Graph) -> list[ChannelGroup]:
+def channel_groups(graph: GraphData) -> list[ChannelGroup]:
     """Every group of coupled channels that some layer owns, in topological order.
 
+    (`kgraph.channel_groups` also takes a Keras model.)
+
     Example:
-        >>> for group in kgraph.channel_groups(model):
+        >>> for group in channel_groups(graph):
         ...     print(group.owners, group.channels, group.prunable or group.reason)
     """
-    graph = model_or_graph if isinstance(model_or_graph, Graph) else _lift(model_or_graph)
     return [group for _, group in analysis(graph).groups]
 
 
-def group_of(graph: Graph, name: str) -> ChannelGroup | None:
+def group_of(graph: GraphData, name: str) -> ChannelGroup | None:
     """The group whose members include node `name`, if any."""
     return analysis(graph).by_node.get(name)
 
 
-def group_channels(graph: Graph, name: str, channels: Sequence[int]) -> list[int]:
+def group_channels(graph: GraphData, name: str, channels: Sequence[int]) -> list[int]:
     """Channels of node `name` (its own indices) in its group's coordinates."""
     offset, _ = analysis(graph).position(name)
     return [c + offset for c in channels]
 
 
-def channel_width(graph: Graph, name: str) -> int:
+def channel_width(graph: GraphData, name: str) -> int:
     """How many lifted channels node `name` has in its group."""
     return analysis(graph).position(name)[1]
-
-
-def _lift(model: keras.Model) -> Graph:
-    from kgraph.lift import lift
-
-    return lift(model)

@@ -32,8 +32,8 @@ import numpy as np
 from kgraph.errors import KGraphError
 from kgraph.graph import Graph
 from kgraph.groups import ChannelGroup, analysis
-from kgraph.rules import rule_for
-from kgraph.rules.base import register_rule
+from kgraph.passes.insert_layer import InsertLayer
+from kgraph.rules.capabilities import channel_norms
 from kgraph.rules.channelwise import PassThroughRule
 
 __all__ = ["CRITERIA", "alive", "batches", "importance"]
@@ -82,7 +82,7 @@ def _spread(graph: Graph, group: ChannelGroup, name: str, values: np.ndarray) ->
     """Per-kept-channel `values` of node `name` placed in the group's lifted coordinates."""
     offset, width = analysis(graph).position(name)
     node = graph.node(name)
-    own = rule_for(node).owned_output(node) or node.outputs[0]
+    own = graph.rules.rule_for(node).owned_output(node) or node.outputs[0]
     placed = np.full(group.channels, np.nan)
     lifted = np.full(width, np.nan)
     lifted[own.mask] = values
@@ -106,7 +106,7 @@ def _norms(graph: Graph, group: ChannelGroup, order: int) -> np.ndarray:
     parts = []
     for owner in group.owners:
         node = graph.node(owner)
-        norms = rule_for(node).channel_norms(node, order)
+        norms = channel_norms(graph.rules.rule_for(node), node, order)
         if norms is not None:
             parts.append(_spread(graph, group, owner, norms))
     return _average(parts, group.channels)
@@ -198,9 +198,7 @@ class _Gate(keras.layers.Layer):
 def _taylor(
     graph: Graph, groups: Sequence[ChannelGroup], data: Any, loss: Any, batch_size: int
 ) -> list[np.ndarray]:
-    import tensorflow as tf
-
-    from kgraph.passes.insert_layer import InsertLayer
+    import tensorflow as tf  # TensorFlow's autodiff: this criterion needs that backend
 
     if loss is None:
         raise KGraphError(
@@ -215,7 +213,8 @@ def _taylor(
         )
         for i, n in enumerate(names)
     ]
-    model = graph.apply(*gates).lower()
+    gated = graph.rules.extended({_Gate: PassThroughRule()})
+    model = graph.apply(*gates, rules=gated).lower()
     variables = [model.get_layer(f"kgraph_taylor_gate_{i}").gate for i in range(len(names))]
     totals = [np.zeros(v.shape[0]) for v in variables]
     for index, (x, y) in enumerate(batches(data, batch_size), start=1):
@@ -273,12 +272,9 @@ def alive(graph: Graph, group: ChannelGroup) -> np.ndarray:
     for owner in group.owners:
         offset, width = analysis(graph).position(owner)
         node = graph.node(owner)
-        kept[offset : offset + width] |= rule_for(node).owned_output(node).mask
+        kept[offset : offset + width] |= graph.rules.rule_for(node).owned_output(node).mask
     return kept
 
 
 def _mask_deleted(graph: Graph, group: ChannelGroup, scores: np.ndarray) -> np.ndarray:
     return np.where(alive(graph, group), scores, np.nan)
-
-
-register_rule(_Gate, PassThroughRule())

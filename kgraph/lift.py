@@ -31,7 +31,9 @@ from kgraph.graph import Graph
 from kgraph.ir import Node, Slot
 from kgraph.keras_utils import functional_of, layer_weight_names, nodes_in_order, tensor_record
 from kgraph.passes.propagate_masks import update_node
+from kgraph.rules import DEFAULT_RULES
 from kgraph.rules.base import fresh_output
+from kgraph.rules.registry import RuleSet
 
 __all__ = ["lift"]
 
@@ -203,12 +205,15 @@ def _call_node(call: _Call, node_name: str, call_index: int, weights: Any) -> No
     )
 
 
-def lift(model: keras.Model) -> Graph:
+def lift(model: keras.Model, *, rules: RuleSet | None = None) -> Graph:
     """Read `model` (Functional or Sequential) into a frozen `Graph`.
 
-    Raises `LiftError` for subclassed or unbuilt models and for layers that
-    cannot be serialised.
+    `rules` is the `kgraph.rules.RuleSet` the graph is read with (default:
+    `kgraph.rules.DEFAULT_RULES`). Raises `LiftError` for subclassed or unbuilt
+    models and for layers that cannot be serialised.
     """
+    if rules is not None and not isinstance(rules, RuleSet):
+        raise KGraphError(f"rules must be a kgraph.rules.RuleSet, got {type(rules).__name__}")
     functional = functional_of(model)
     lifter = _Lifter(functional)
     env: dict[int, _Ref] = {}
@@ -253,7 +258,15 @@ def lift(model: keras.Model) -> Graph:
         functional._inputs_struct, [node_names[c] for c, _, _ in lifter.inputs]
     )
     outputs_struct = keras.tree.pack_sequence_as(functional._outputs_struct, output_names)
-    graph = Graph(g, name=model.name, inputs=inputs_struct, outputs=outputs_struct)
+    graph = Graph(
+        g,
+        name=model.name,
+        inputs=inputs_struct,
+        outputs=outputs_struct,
+        input_names=keras.tree.flatten(inputs_struct),
+        output_names=keras.tree.flatten(outputs_struct),
+        rules=DEFAULT_RULES if rules is None else rules,
+    )
     _infer_masks(graph)
     return graph.freeze()
 
@@ -315,7 +328,7 @@ def _infer_masks(graph: Graph) -> None:
             inputs = graph.input_tensors(name)
             node = attrs.evolve(node, inputs=tuple(inputs))
             try:
-                node = update_node(node, inputs)
+                node = update_node(node, inputs, graph.rules)
             except KGraphError as error:
                 # A rule that cannot place this call's channels (say, an unusual
                 # broadcast) leaves it opaque: lifting never fails on a valid model,

@@ -1,4 +1,4 @@
-"""`lower`: generate a fresh functional `keras.Model` from a `Graph`.
+"""`lower`: generate a fresh functional `keras.Model` from a `GraphData`.
 
 Walking the IR in topological order, each layer is created anew from its config
 (one object per layer, called once per call) and called on the new tensors; its
@@ -11,17 +11,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 
 from kgraph.errors import LowerError
+from kgraph.graph_data import GraphData
 from kgraph.ir import Node, same_layer
 from kgraph.keras_utils import fill_template, from_config
 from kgraph.weight_feed import build_layer
-
-if TYPE_CHECKING:
-    from kgraph.graph import Graph
 
 __all__ = ["lower"]
 
@@ -56,7 +54,7 @@ def _call(layer: Any, node: Node, values: list[Any]) -> Any:
         raise LowerError(f"calling {node.describe()} failed while lowering: {error}") from error
 
 
-def lower(graph: Graph) -> keras.Model:
+def lower(graph: GraphData) -> keras.Model:
     """A new functional `keras.Model` computing what `graph` describes.
 
     Raises `LowerError` when a node cannot be rebuilt, or when the calls of a

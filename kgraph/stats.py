@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 
 import attrs
-import keras
 
-from kgraph.graph import Graph
-from kgraph.rules import rule_for
+from kgraph.graph_data import GraphData
+from kgraph.rules.capabilities import macs
 
 __all__ = ["Comparison", "LayerStats", "Stats", "stats"]
 
@@ -125,14 +124,11 @@ def _ratio(before: int, after: int) -> str:
     return f"{after / before:.1%}" if before else "-"
 
 
-def stats(model_or_graph: keras.Model | Graph) -> Stats:
-    """Parameters and FLOPs (multiply-adds, batch 1) of every layer call and in total."""
-    if isinstance(model_or_graph, Graph):
-        graph = model_or_graph
-    else:
-        from kgraph.lift import lift
+def stats(graph: GraphData) -> Stats:
+    """Parameters and FLOPs (multiply-adds, batch 1) of every layer call and in total.
 
-        graph = lift(model_or_graph)
+    (`kgraph.stats` also takes a Keras model.)
+    """
     counted: set[str] = set()
     layers = []
     for node in graph.nodes():
@@ -141,6 +137,6 @@ def stats(model_or_graph: keras.Model | Graph) -> Stats:
         params = 0 if node.layer in counted else sum(math.prod(s) for s in node.weight_shapes)
         counted.add(node.layer)
         layers.append(
-            LayerStats(node.name, node.class_name, params, int(rule_for(node).macs(node)))
+            LayerStats(node.name, node.class_name, params, macs(graph.rules.rule_for(node), node))
         )
     return Stats(graph.name, tuple(layers))

@@ -9,21 +9,17 @@ for the tensors its producers output now; masks match shapes; each rule's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import networkx as nx
 
 from kgraph.errors import VerificationError
+from kgraph.graph_data import GraphData
 from kgraph.ir import Node, same_layer, slots_in
-from kgraph.rules import rule_for
-
-if TYPE_CHECKING:
-    from kgraph.graph import Graph
+from kgraph.rules.capabilities import problems as rule_problems
 
 __all__ = ["verify"]
 
 
-def _structure(graph: Graph) -> list[str]:
+def _structure(graph: GraphData) -> list[str]:
     problems = []
     g = graph.nx
     if not nx.is_directed_acyclic_graph(g):
@@ -52,7 +48,7 @@ def _structure(graph: Graph) -> list[str]:
     return problems
 
 
-def _consistency(graph: Graph) -> list[str]:
+def _consistency(graph: GraphData) -> list[str]:
     problems = []
     shared: dict[str, Node] = {}
     for name in graph.nx.nodes:
@@ -76,11 +72,13 @@ def _consistency(graph: Graph) -> list[str]:
         if node.kind == "output" and node.inputs and node.inputs[0].empty:
             problems.append(f"{node.describe()} has no channels left")
         if node.kind in ("layer", "op"):
-            problems += [f"{node.describe()} {p}" for p in rule_for(node).check(node)]
+            problems += [
+                f"{node.describe()} {p}" for p in rule_problems(graph.rules.rule_for(node), node)
+            ]
     return problems
 
 
-def verify(graph: Graph, *, structure_only: bool = False) -> None:
+def verify(graph: GraphData, *, structure_only: bool = False) -> None:
     """Raise `VerificationError` listing every broken invariant, with the printed graph."""
     problems = _structure(graph)
     if not structure_only and not problems:

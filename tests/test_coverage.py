@@ -14,7 +14,7 @@ from helpers import check_dead_channels, copy_model, sample_inputs, weights_of, 
 
 import kgraph
 from kgraph.passes import DeleteChannels
-from kgraph.rules.base import _REGISTRY
+from kgraph.rules import DEFAULT_RULES
 from kgraph.rules.builtin import REFUSED
 
 L = keras.layers
@@ -31,7 +31,7 @@ def layer_classes() -> dict[str, type]:
 
 
 def has_rule(cls: type) -> bool:
-    return any(klass in _REGISTRY for klass in cls.__mro__)
+    return any(klass in DEFAULT_RULES for klass in cls.__mro__)
 
 
 def test_every_keras_layer_has_a_rule_or_a_documented_refusal() -> None:

@@ -357,8 +357,12 @@ def test_frozen_graphs_cannot_be_edited() -> None:
     with pytest.raises(nx.NetworkXError, match=r"Frozen"):
         graph.nx.remove_node("dense_1")
     work = graph.copy()
+    with pytest.raises(kgraph.KGraphError, match=r"\['output:0'\] still read it"):
+        work.remove_node("dense_3")  # would leave the output's slot empty
+    work.redirect_users("dense_3", 0, "dense_2", 0)
     work.remove_node("dense_3")
     assert "dense_3" in graph and "dense_3" not in work
+    assert work.producers("output:0") == [("dense_2", 0)]
 
 
 def test_eliminate_dead_nodes_reports_what_it_did() -> None:

@@ -20,12 +20,11 @@ import attrs
 import numpy as np
 
 from kgraph.errors import ChannelError
-from kgraph.graph import Graph, LayerRef
+from kgraph.graph_data import GraphData, LayerRef
 from kgraph.groups import Blocker, channel_width, group_channels, group_of
 from kgraph.ir import Node, delete_from
 from kgraph.passes.base import Pass, as_tuple, optional_tuple
 from kgraph.passes.splice import split_calls
-from kgraph.rules import rule_for
 from kgraph.rules.base import not_owner_error
 
 __all__ = ["DeleteChannels", "check_channels"]
@@ -82,7 +81,7 @@ class DeleteChannels(Pass):
     channels: tuple[int, ...] = attrs.field(converter=as_tuple)
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         names = graph.find_calls(self.layer, self.calls)
         if self.calls is not None and self.channels:
             names = split_calls(graph, names, "delete_channels")
@@ -110,12 +109,12 @@ class DeleteChannels(Pass):
         return changed
 
     @staticmethod
-    def delete_own(graph: Graph, owner: str, indices: list[int]) -> bool:
+    def delete_own(graph: GraphData, owner: str, indices: list[int]) -> bool:
         """Delete `indices` (its own lifted channels) of owner node `owner`; True if it changed."""
         if not indices:
             return False
         node = graph.node(owner)
-        rule = rule_for(node)
+        rule = graph.rules.rule_for(node)
         own = rule.owned_output(node)
         new = rule.delete_channels(node, delete_from(own.mask, indices))
         if new is node:

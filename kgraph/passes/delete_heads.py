@@ -15,11 +15,10 @@ from typing import ClassVar
 import attrs
 
 from kgraph.errors import SurgeryError
-from kgraph.graph import Graph, LayerRef
+from kgraph.graph_data import GraphData, LayerRef
 from kgraph.ir import delete_from
 from kgraph.passes.base import Pass, as_tuple, optional_tuple
 from kgraph.passes.delete_channels import check_channels
-from kgraph.rules import rule_for
 from kgraph.rules.attention import MultiHeadAttentionRule, head_mask
 
 __all__ = ["DeleteHeads"]
@@ -34,11 +33,11 @@ class DeleteHeads(Pass):
     heads: tuple[int, ...] = attrs.field(converter=as_tuple)
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         changed = False
         for name in graph.find_calls(self.layer, self.calls):
             node = graph.node(name)
-            rule = rule_for(node)
+            rule = graph.rules.rule_for(node)
             if not isinstance(rule, MultiHeadAttentionRule):
                 raise SurgeryError(
                     f"{node.describe()} has no attention heads; DeleteHeads works on "

@@ -11,7 +11,7 @@ from typing import ClassVar
 import attrs
 
 from kgraph.errors import SurgeryError
-from kgraph.graph import Graph, LayerRef
+from kgraph.graph_data import GraphData, LayerRef
 from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import single_input
 from kgraph.rules.merge import input_views, with_input_view
@@ -27,7 +27,7 @@ class DeleteLayer(Pass):
     layer: LayerRef
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         for node_name in graph.find_calls(self.layer, self.calls):
             node = graph.node(node_name)
             src, src_slot = single_input(graph, node, "delete")

@@ -9,13 +9,13 @@ from typing import ClassVar
 
 import attrs
 
-from kgraph.graph import Graph
+from kgraph.graph_data import GraphData
 from kgraph.passes.base import Pass
 
 __all__ = ["EliminateDeadNodes", "live_nodes"]
 
 
-def live_nodes(graph: Graph) -> set[str]:
+def live_nodes(graph: GraphData) -> set[str]:
     """Names of the nodes some model output depends on, plus the model inputs."""
     live: set[str] = set()
     stack = list(graph.output_names)
@@ -33,9 +33,9 @@ class EliminateDeadNodes(Pass):
 
     name: ClassVar[str] = "eliminate-dead-nodes"
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         live = live_nodes(graph)
         dead = [name for name in graph.topological_order() if name not in live]
-        for name in dead:
+        for name in reversed(dead):  # users before the nodes they read
             graph.remove_node(name)
         return bool(dead)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import attrs
 
 from kgraph.errors import SurgeryError
-from kgraph.graph import Graph, LayerRef
+from kgraph.graph_data import GraphData, LayerRef
 from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import check_new_layer, new_layer_name, new_layer_node, single_input
 
@@ -32,7 +32,7 @@ class InsertLayer(Pass):
     after: bool = False
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         targets = graph.find_calls(self.layer, self.calls)
         name = new_layer_name(graph, self.new_layer)
         weights = None  # the first call's, so that every call shares one layer
@@ -54,6 +54,7 @@ class InsertLayer(Pass):
                 index=index,
                 calls=len(targets),
                 weights=weights,
+                rules=graph.rules,
             )
             weights = new.weights
             graph.add_node(new)

@@ -21,17 +21,18 @@ import attrs
 import numpy as np
 
 from kgraph.errors import ChannelError, KGraphError
-from kgraph.graph import Graph
+from kgraph.graph_data import GraphData
 from kgraph.ir import Node, Tensor, remove_slot, seal
 from kgraph.passes.base import Pass
-from kgraph.rules import rule_for
 from kgraph.rules.base import data_slots
+from kgraph.rules.capabilities import can_drop, drop_inputs
 from kgraph.rules.merge import (
     INPUT_VIEWS,
     input_views,
     seen_inputs,
     with_input_view,
 )
+from kgraph.rules.registry import RuleSet
 
 __all__ = ["PropagateMasks", "relative_keep", "update_node"]
 
@@ -67,12 +68,13 @@ def relative_keep(node: Node, slot: int, old: Tensor, new: Tensor) -> np.ndarray
     )
 
 
-def update_node(node: Node, inputs: Sequence[Tensor]) -> Node:
+def update_node(node: Node, inputs: Sequence[Tensor], rules: RuleSet) -> Node:
     """`node` re-sliced for `inputs`, with its outputs inferred by its rule.
 
-    The rule sees the inputs in the coordinates the node was built for (`seen_inputs`).
+    The rule (from `rules`) sees the inputs in the coordinates the node was built for
+    (`seen_inputs`).
     """
-    rule = rule_for(node)
+    rule = rules.rule_for(node)
     olds, news = seen_inputs(node, node.inputs), seen_inputs(node, inputs)
     keeps = []
     for slot, (old, new) in enumerate(zip(olds, news)):
@@ -103,9 +105,9 @@ def _vanish(node: Node, inputs: Sequence[Tensor]) -> Node:
     return attrs.evolve(node, inputs=tuple(inputs), outputs=tuple(outputs))
 
 
-def _drop_inputs(graph: Graph, node: Node, slots: Sequence[int]) -> Node:
+def _drop_inputs(graph: GraphData, node: Node, slots: Sequence[int]) -> Node:
     """Remove input `slots` of `node` from the graph and from its call template."""
-    node = rule_for(node).drop_inputs(node, slots)
+    node = drop_inputs(graph.rules.rule_for(node), node, slots)
     for slot in sorted(slots, reverse=True):
         count = len(node.inputs)
         graph.disconnect(node.name, slot)
@@ -125,7 +127,7 @@ def _drop_inputs(graph: Graph, node: Node, slots: Sequence[int]) -> Node:
     return node
 
 
-def _bypass(graph: Graph, node: Node) -> None:
+def _bypass(graph: GraphData, node: Node) -> None:
     """Remove `node` (a Concatenate left with one input): its users read that input.
 
     They keep seeing it in the Concatenate's coordinates (`INPUT_VIEWS`).
@@ -138,7 +140,7 @@ def _bypass(graph: Graph, node: Node) -> None:
     graph.remove_node(node.name)
 
 
-def _empty_root(graph: Graph, name: str) -> str:
+def _empty_root(graph: GraphData, name: str) -> str:
     """The node whose own channels were all deleted, walking up through empty tensors."""
     while True:
         empty = [src for src, slot in graph.producers(name) if graph.node(src).outputs[slot].empty]
@@ -153,7 +155,7 @@ class PropagateMasks(Pass):
 
     name: ClassVar[str] = "propagate-masks"
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         changed, drops = self._sweep(graph)
         while drops:
             # Inputs without channels leave their Concatenate only now, after the
@@ -166,7 +168,7 @@ class PropagateMasks(Pass):
             _, drops = self._sweep(graph)
         return changed
 
-    def _sweep(self, graph: Graph) -> tuple[bool, list[tuple[str, list[int]]]]:
+    def _sweep(self, graph: GraphData) -> tuple[bool, list[tuple[str, list[int]]]]:
         changed: bool = False
         drops: list[tuple[str, list[int]]] = []
         for name in graph.topological_order():
@@ -192,14 +194,14 @@ class PropagateMasks(Pass):
             if empty:
                 self._check_droppable(graph, node, inputs, empty)
                 drops.append((name, empty))
-            graph.set_node(update_node(node, inputs))
+            graph.set_node(update_node(node, inputs, graph.rules))
         return changed, drops
 
     def _check_droppable(
-        self, graph: Graph, node: Node, inputs: list[Tensor], empty: list[int]
+        self, graph: GraphData, node: Node, inputs: list[Tensor], empty: list[int]
     ) -> None:
-        rule = rule_for(node)
-        if all(rule.can_drop(node, inputs[s]) for s in empty):
+        rule = graph.rules.rule_for(node)
+        if all(can_drop(rule, node, inputs[s]) for s in empty):
             return
         roots = sorted({_empty_root(graph, graph.producers(node.name)[s][0]) for s in empty})
         others = [repr(inputs[s].origin) for s in data_slots(node) if s not in empty]

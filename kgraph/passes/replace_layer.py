@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import attrs
 
 from kgraph.errors import SurgeryError
-from kgraph.graph import Graph, LayerRef
+from kgraph.graph_data import GraphData, LayerRef
 from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import (
     accepted_kwargs,
@@ -35,13 +35,15 @@ class ReplaceLayer(Pass):
     new_layer: Any = attrs.field(validator=check_new_layer)
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         targets = set(graph.find_calls(self.layer, self.calls))
         old_nodes = [graph.node(n) for n in graph.topological_order() if n in targets]
         if any(node.kind not in ("layer", "op") for node in old_nodes):
             raise SurgeryError(f"cannot replace {old_nodes[0].describe()}: it is a model input")
         wiring = [(n, graph.producers(n.name), graph.users(n.name)) for n in old_nodes]
-        for node in old_nodes:
+        for node, _, users in wiring:  # its users are connected to the new layer below
+            for dst, dst_slot, _ in users:
+                graph.disconnect(dst, dst_slot)
             graph.remove_node(node.name)
         name = new_layer_name(graph, self.new_layer)
         renamed: dict[str, str] = {}
@@ -59,6 +61,7 @@ class ReplaceLayer(Pass):
                 args=node.args,
                 kwargs=accepted_kwargs(self.new_layer, dict(node.kwargs)),
                 weights=weights,
+                rules=graph.rules,
             )
             weights = new.weights
             graph.add_node(new)

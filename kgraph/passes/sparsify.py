@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-from kgraph.graph import Graph, LayerRef
+from kgraph.graph_data import GraphData, LayerRef
 from kgraph.ir import seal
 from kgraph.passes.base import Pass
 from kgraph.sparse.masks import check_options, describe_options, is_prunable, weight_masks
@@ -57,7 +57,7 @@ class Sparsify(Pass):
     def __attrs_post_init__(self) -> None:
         check_options(self.sparsity, self.criterion, self.scope, self.block, self.n_m)
 
-    def _targets(self, graph: Graph) -> list[str]:
+    def _targets(self, graph: GraphData) -> list[str]:
         if self.layers is None:
             names = [n.name for n in graph.nodes() if n.kind == "layer"]
         else:
@@ -69,7 +69,7 @@ class Sparsify(Pass):
                 first_calls.setdefault(node.layer, name)
         return list(first_calls.values())
 
-    def run(self, graph: Graph) -> bool:
+    def run(self, graph: GraphData) -> bool:
         targets = self._targets(graph)
         weights = {
             f"{name}/{w}": graph.node(name).weight(w)

@@ -10,10 +10,10 @@ import attrs
 import keras
 
 from kgraph.errors import SurgeryError
-from kgraph.graph import Graph
+from kgraph.graph_data import GraphData
 from kgraph.ir import Node, Slot, Tensor, slots_in
 from kgraph.keras_utils import call_new_layer, lifted_tensor
-from kgraph.rules import rule_for
+from kgraph.rules.registry import RuleSet
 
 __all__ = [
     "accepted_kwargs",
@@ -42,7 +42,7 @@ def check_new_layer(instance: Any, attribute: Any, layer: Any) -> None:
         )
 
 
-def new_layer_name(graph: Graph, layer: keras.layers.Layer) -> str:
+def new_layer_name(graph: GraphData, layer: keras.layers.Layer) -> str:
     """`layer.name`, or a free variant of it when the graph already uses that name."""
     name = graph.unique_name(layer.name)
     if name != layer.name:
@@ -62,8 +62,10 @@ def new_layer_node(
     args: tuple[Any, ...] = (Slot(0),),
     kwargs: dict[str, Any] | None = None,
     weights: tuple[Any, ...] | None = None,
+    rules: RuleSet,
 ) -> Node:
-    """The node of call `index` of the new `layer` on `inputs`, its outputs inferred.
+    """The node of call `index` of the new `layer` on `inputs`, its outputs inferred
+    by its rule in `rules`.
 
     The layer is built for the tensors as they are now or, if its weights fit them
     instead, as they were lifted (the channels deleted since are sliced off later).
@@ -79,10 +81,10 @@ def new_layer_node(
         kwargs=kwargs or {},
         weights=weights,
     )
-    return attrs.evolve(node, outputs=rule_for(node).infer(node, node.inputs))
+    return attrs.evolve(node, outputs=rules.rule_for(node).infer(node, node.inputs))
 
 
-def split_calls(graph: Graph, names: list[str], suffix: str) -> list[str]:
+def split_calls(graph: GraphData, names: list[str], suffix: str) -> list[str]:
     """Give the calls `names` of a shared layer a layer of their own; return their new names.
 
     The copy is called `<layer>_<suffix>` (kerassurgeon's convention for
@@ -119,7 +121,7 @@ def accepted_kwargs(layer: keras.layers.Layer, kwargs: dict[str, Any]) -> dict[s
     return {k: v for k, v in kwargs.items() if slots_in(v) or k in parameters}
 
 
-def single_input(graph: Graph, node: Node, action: str) -> tuple[str, int]:
+def single_input(graph: GraphData, node: Node, action: str) -> tuple[str, int]:
     """The one `(producer, slot)` feeding `node`; `SurgeryError` when it has several."""
     producers = graph.producers(node.name)
     if node.kind != "layer" and node.kind != "op":

@@ -41,6 +41,7 @@ from kgraph.rules.base import (
     positions,
     take_weight,
 )
+from kgraph.rules.capabilities import ChecksWeights, CountsMacs, HasChannelNorms, HasCouplings
 from kgraph.rules.merge import check_same_channels
 
 __all__ = ["DotAttentionRule", "MultiHeadAttentionRule", "head_mask"]
@@ -71,7 +72,7 @@ def _roles(node: Node) -> dict[str, int]:
     return {role: slot for role, slot in found.items() if slot is not None}
 
 
-class MultiHeadAttentionRule(Rule):
+class MultiHeadAttentionRule(Rule, CountsMacs, HasChannelNorms, ChecksWeights):
     """MultiHeadAttention: absorbs its inputs' channels; owns its output with `output_shape`."""
 
     owns_channels = True
@@ -201,7 +202,7 @@ def _slice_output(node: Node, keep: np.ndarray) -> dict[str, np.ndarray]:
     return updates
 
 
-class DotAttentionRule(Rule):
+class DotAttentionRule(Rule, HasCouplings):
     """Attention / AdditiveAttention: query and key agree, the output carries the value."""
 
     def _slots(self, node: Node) -> tuple[int, int, int]:

@@ -1,16 +1,20 @@
-"""Rules: how a layer family reacts to channel masks, and the registry that finds them.
+"""The rule protocol: how a layer family reacts to channel masks.
 
-A rule answers three questions for one node:
+A rule has a small **required core**, three questions about one node:
 
 - `infer(node, inputs)`: which tensors (shape, channel axis, mask) does it output?
 - `slice_inputs(node, inputs, keeps)`: how do its weights and config change when
   input channels are deleted (`keeps[i]`: boolean over the channels input slot i
   had before, None when that slot did not change)?
-- `delete_channels(node, mask)`: how does it delete its own output channels
-  (units, filters) so that output 0 carries `mask`?
+- `owned_output(node)` and `delete_channels(node, mask)`: are its output channels
+  its own (units, filters), and how does it delete some of them?
 
-Rules are looked up by class, walking the class's MRO, so a subclass of `Dense`
-uses the Dense rule. `register_rule` adds one for a user's layer.
+Everything else is an **optional capability**, declared by also deriving from one
+of the small classes of `kgraph.rules.capabilities` (`HasCouplings`,
+`HasRestrictions`, `CanDropInputs`, `HasChannelNorms`, `CountsMacs`, `ChecksWeights`).
+
+Rules are looked up in a `kgraph.rules.RuleSet` by the layer's class, walking its
+MRO, so a subclass of `Dense` uses the Dense rule.
 
 Example:
     >>> class ScaleRule(kgraph.rules.PerChannelRule):
@@ -20,10 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 import numpy as np
@@ -32,7 +37,11 @@ from kgraph.deferred import DeferredSlice
 from kgraph.errors import ChannelError, KGraphError, UnsupportedLayerError
 from kgraph.ir import Node, Space, Tensor, full_mask, lifted_shape, seal, slots_in
 
+if TYPE_CHECKING:
+    from kgraph.rules.registry import RuleSet
+
 __all__ = [
+    "NestedRule",
     "OpaqueRule",
     "Rule",
     "WeightlessRule",
@@ -46,29 +55,29 @@ __all__ = [
     "new_space",
     "normalize_axis",
     "not_owner_error",
-    "register_rule",
-    "rule_for",
+    "positions",
     "take",
     "take_weight",
-    "unregister_rule",
 ]
 
-_REGISTRY: dict[type, Rule] = {}
 _space_ids = itertools.count()
 
 
 class Rule:
-    """Base rule: a layer that accepts no channel change (subclasses say otherwise).
+    """The required core of a rule. The base accepts no channel change at all.
 
-    Attributes:
+    Attributes (declarations, read by the passes and the printer):
         owns_channels: True when `delete_channels` is supported (Dense, Conv, ...).
         any_channel_count: True when nothing in the layer depends on how many
             channels it reads (no per-channel weights), so a splice upstream may
             change the count freely; the first layer that does care reports it.
+        channels_key: the config key counting the layer's own output channels
+            ("units", "filters"), when it has one.
     """
 
     owns_channels: ClassVar[bool] = False
     any_channel_count: ClassVar[bool] = False
+    channels_key: ClassVar[str | None] = None
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """The output tensors of `node` when it reads `inputs`."""
@@ -95,61 +104,34 @@ class Rule:
         """`node` with its own output channels reduced to `mask` (lifted coordinates)."""
         raise not_owner_error(node)
 
-    def check(self, node: Node) -> list[str]:
-        """Problems with `node`'s weights or config for its channels (for `Graph.verify`)."""
-        return []
-
-    def can_drop(self, node: Node, tensor: Tensor) -> bool:
-        """True when an input `tensor` left without channels can leave the call (a
-        Concatenate on the channel axis); otherwise deleting all of them is an error."""
-        return False
-
-    def drop_inputs(self, node: Node, slots: Sequence[int]) -> Node:
-        """`node` about to lose the inputs on `slots` (see `can_drop`): what it must
-        remember of them. The slots themselves are removed by `PropagateMasks`."""
-        return node
-
-    def restricts(self, node: Node) -> str:
-        """Why the channels `node` reads or owns cannot lose an arbitrary subset ("" when
-        they can); `kgraph.channel_groups` marks their groups not prunable with it."""
-        return ""
-
-    def channel_norms(self, node: Node, order: int) -> np.ndarray | None:
-        """The `order`-norm of the weights making each of the node's own output channels.
-
-        One entry per channel kept now (None when the rule cannot tell): the "L1/L2
-        filter norm" pruning criteria.
-        """
-        return None
-
-    def macs(self, node: Node) -> int:
-        """Multiply-adds of one call at batch size 1 (unknown dimensions count as 1).
-
-        The default: every element of a weight named `*kernel` is used once per
-        output position (right for Dense, EinsumDense and the convolutions).
-        """
-        kernels = kernel_entries(node)
-        if not kernels or not node.outputs:
-            return 0
-        out = node.outputs[0]
-        return kernels * positions(out)
-
-    def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
-        """Sets of tensors (inputs or outputs) that must keep the same channels.
-
-        An `Add` couples its inputs, an RNN its units with its initial states:
-        deleting a channel from one must delete it from all (`kgraph.channel_groups`).
-        """
-        return []
-
     def unsupported(self, node: Node, tensor: Tensor, slot: int, why: str = "") -> KGraphError:
-        """The error for a channel change this rule cannot follow."""
+        """The error for a channel change this rule cannot follow (raise it)."""
         reason = f": {why}" if why else ""
         return UnsupportedLayerError(
             f"channels deleted upstream reach input {slot} of {node.describe()}, "
             f"whose rule {type(self).__name__} cannot follow them{reason}. Keep those "
             f"channels, or register a rule with kgraph.register_rule({node.class_name}, rule)"
         )
+
+
+class NestedRule(Rule):
+    """Base of rules for wrappers (TimeDistributed, Bidirectional) that ask the rule of
+    the layer they wrap. A `RuleSet` hands them out bound to itself (`rules`), so the
+    wrapped layer's rule comes from the same set."""
+
+    rules: RuleSet | None = None
+
+    def within(self, rules: RuleSet) -> NestedRule:
+        """A copy of this rule that looks up wrapped layers' rules in `rules`."""
+        bound = copy.copy(self)
+        bound.rules = rules
+        return bound
+
+    def rule_of(self, node: Node) -> Rule:
+        """The rule of a wrapped layer's record (opaque when the class is unknown)."""
+        if self.rules is None or node.cls is None:
+            return OpaqueRule()
+        return self.rules.rule_for(node)
 
 
 class WeightlessRule(Rule):
@@ -196,49 +178,6 @@ class OpaqueRule(Rule):
             f"with kgraph.register_rule({target}, rule) (see docs/rules.md), or delete "
             "channels elsewhere"
         )
-
-
-_OPAQUE = OpaqueRule()
-
-
-def register_rule(layer_class: type, rule: Rule | type[Rule] | None = None) -> Any:
-    """Use `rule` for `layer_class` and its subclasses (a decorator when `rule` is None).
-
-    Example:
-        >>> @kgraph.register_rule(MyScale)
-        ... class MyScaleRule(kgraph.rules.PerChannelRule):
-        ...     per_channel = ("scale",)
-    """
-    if not isinstance(layer_class, type):
-        raise KGraphError(f"register_rule needs a class, got {layer_class!r}")
-
-    def install(value: Rule | type[Rule]) -> Rule | type[Rule]:
-        instance = value() if isinstance(value, type) else value
-        if not isinstance(instance, Rule):
-            raise KGraphError(f"a rule must be a kgraph.rules.Rule, got {type(instance).__name__}")
-        _REGISTRY[layer_class] = instance
-        return value
-
-    if rule is None:
-        return install
-    install(rule)
-    return rule
-
-
-def unregister_rule(layer_class: type) -> None:
-    """Forget the rule registered for exactly `layer_class` (if any)."""
-    _REGISTRY.pop(layer_class, None)
-
-
-def rule_for(node: Node) -> Rule:
-    """The rule for `node`'s class (nearest registered base class), or the opaque rule."""
-    if node.cls is None:
-        return _OPAQUE
-    for klass in node.cls.__mro__:
-        rule = _REGISTRY.get(klass)
-        if rule is not None:
-            return rule
-    return _OPAQUE
 
 
 def new_space(label: str) -> Space:

@@ -1,17 +1,34 @@
-"""The rules kgraph ships for Keras' own layers and `keras.ops` operations."""
+"""The rules kgraph ships: one declarative table from Keras classes to rules.
+
+Each entry names classes as `"module:Name"` (several names separated by spaces);
+classes this Keras does not have are skipped. `builtin_rules()` resolves the table,
+and `kgraph.rules.DEFAULT_RULES` is built from it. `REFUSED` lists the layers of
+`keras.layers` that have no rule on purpose, with the reason (docs/rules.md shows
+both tables; a test keeps them complete).
+"""
 
 from __future__ import annotations
 
-import keras
+import importlib
 
-from kgraph.rules import contraction, conv_variants, normalization, wrappers
 from kgraph.rules.attention import DotAttentionRule, MultiHeadAttentionRule
-from kgraph.rules.base import register_rule
+from kgraph.rules.base import Rule
 from kgraph.rules.channelwise import PassThroughRule, PerChannelRule, SpatialRule
+from kgraph.rules.contraction import DotRule, EinsumDenseRule
 from kgraph.rules.conv import ConvRule
+from kgraph.rules.conv_variants import ConvTransposeRule, DepthwiseConvRule, SeparableConvRule
 from kgraph.rules.dense import DenseRule, EmbeddingRule
 from kgraph.rules.merge import ConcatenateRule, ElementwiseMergeRule
-from kgraph.rules.ops import register_op_rules
+from kgraph.rules.normalization import (
+    AxisNormRule,
+    CustomScaleRule,
+    GroupNormalizationRule,
+    LayerScaleRule,
+    NormalizationRule,
+    PReLURule,
+    RescalingRule,
+)
+from kgraph.rules.ops import ELEMENTWISE_OPS, REDUCE_OPS, UNARY_OPS, ElementwiseOpRule, ReduceOpRule
 from kgraph.rules.recurrent import ConvLSTMRule, RecurrentRule
 from kgraph.rules.reshape import (
     FlattenRule,
@@ -20,8 +37,9 @@ from kgraph.rules.reshape import (
     RepeatVectorRule,
     ReshapeRule,
 )
+from kgraph.rules.wrappers import BidirectionalRule, TimeDistributedRule
 
-__all__ = ["BatchNormalizationRule", "register_builtin_rules"]
+__all__ = ["BUILTIN", "REFUSED", "BatchNormalizationRule", "builtin_rules"]
 
 
 class BatchNormalizationRule(PerChannelRule):
@@ -30,58 +48,99 @@ class BatchNormalizationRule(PerChannelRule):
     per_channel = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-PASS_THROUGH = (
-    "Dropout SpatialDropout1D SpatialDropout2D SpatialDropout3D GaussianNoise GaussianDropout "
-    "AlphaDropout ActivityRegularization Masking Activation ReLU LeakyReLU ELU Softmax "
-    "Identity"
-).split()
-SPATIAL = [
+def _layers(names: str) -> str:
+    return " ".join(f"keras.layers:{name}" for name in names.split())
+
+
+def _ops(table: dict[str, list[str]]) -> str:
+    return " ".join(f"{module}:{name}" for module, names in table.items() for name in names)
+
+
+_SPATIAL = " ".join(
     f"{kind}{d}D"
     for kind in (
-        "MaxPooling AveragePooling AdaptiveMaxPooling AdaptiveAveragePooling Cropping ZeroPadding "
-        "UpSampling"
+        "MaxPooling AveragePooling AdaptiveMaxPooling AdaptiveAveragePooling Cropping "
+        "ZeroPadding UpSampling"
     ).split()
     for d in (1, 2, 3)
-] + (  # geometric image layers: each channel is moved the same way
-    "Resizing CenterCrop RandomCrop RandomFlip RandomRotation RandomTranslation RandomZoom "
-    "RandomShear RandomPerspective"
-).split()
-GLOBAL_POOLING = [f"Global{kind}Pooling{d}D" for kind in ("Max", "Average") for d in (1, 2, 3)]
-MERGES = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]
+)
+
+BUILTIN: tuple[tuple[str, Rule], ...] = (
+    (_layers("Dense"), DenseRule()),
+    (_layers("Embedding"), EmbeddingRule()),
+    (_layers("EinsumDense"), EinsumDenseRule()),
+    (_layers("Conv1D Conv2D Conv3D"), ConvRule()),
+    (_layers("DepthwiseConv1D DepthwiseConv2D"), DepthwiseConvRule()),
+    (_layers("SeparableConv1D SeparableConv2D"), SeparableConvRule()),
+    (_layers("Conv1DTranspose Conv2DTranspose Conv3DTranspose"), ConvTransposeRule()),
+    (_layers("BatchNormalization"), BatchNormalizationRule()),
+    (_layers("LayerNormalization"), AxisNormRule(("gamma", "beta"))),
+    (_layers("RMSNormalization"), AxisNormRule(("scale",))),
+    (_layers("GroupNormalization"), GroupNormalizationRule()),
+    (_layers("PReLU"), PReLURule()),
+    (_layers("Rescaling"), RescalingRule()),
+    (_layers("Normalization"), NormalizationRule()),
+    (_layers("Flatten"), FlattenRule()),
+    (_layers("Reshape"), ReshapeRule()),
+    (_layers("Permute"), PermuteRule()),
+    (_layers("RepeatVector"), RepeatVectorRule()),
+    (
+        _layers(
+            "Dropout SpatialDropout1D SpatialDropout2D SpatialDropout3D GaussianNoise "
+            "GaussianDropout AlphaDropout ActivityRegularization Masking Activation ReLU "
+            "LeakyReLU ELU Softmax Identity UnitNormalization"
+        ),
+        PassThroughRule(),
+    ),
+    (
+        _layers(
+            _SPATIAL + " Resizing CenterCrop RandomCrop RandomFlip RandomRotation "
+            "RandomTranslation RandomZoom RandomShear RandomPerspective"
+        ),
+        SpatialRule(),  # geometric image layers: each channel is moved the same way
+    ),
+    (
+        _layers(" ".join(f"Global{k}Pooling{d}D" for k in ("Max", "Average") for d in (1, 2, 3))),
+        GlobalPoolingRule(),
+    ),
+    (_layers("Add Subtract Multiply Average Maximum Minimum"), ElementwiseMergeRule()),
+    (_layers("Concatenate"), ConcatenateRule()),
+    (_layers("Dot"), DotRule()),
+    (_layers("SimpleRNN"), RecurrentRule(gates=1)),
+    (_layers("GRU"), RecurrentRule(gates=3)),
+    (_layers("LSTM"), RecurrentRule(gates=4)),
+    (_layers("ConvLSTM1D ConvLSTM2D ConvLSTM3D"), ConvLSTMRule()),
+    (_layers("MultiHeadAttention"), MultiHeadAttentionRule()),
+    (_layers("Attention AdditiveAttention"), DotAttentionRule()),
+    (_layers("TimeDistributed"), TimeDistributedRule()),
+    (_layers("Bidirectional"), BidirectionalRule()),
+    ("keras.src.applications.convnext:LayerScale", LayerScaleRule()),
+    ("keras.src.applications.inception_resnet_v2:CustomScaleLayer", CustomScaleRule()),
+    (_ops(UNARY_OPS), PassThroughRule()),
+    (_ops(ELEMENTWISE_OPS), ElementwiseOpRule()),
+    (_ops(REDUCE_OPS), ReduceOpRule()),
+    ("keras.src.ops.numpy:Clip", ElementwiseOpRule(config_operands=("x_min", "x_max"))),
+)
 
 
-def register_builtin_rules() -> None:
-    """Register every built-in rule (idempotent)."""
-    layers = keras.layers
-    table = [
-        (("Dense",), DenseRule()),
-        (("Embedding",), EmbeddingRule()),
-        (("Conv1D", "Conv2D", "Conv3D"), ConvRule()),
-        (("BatchNormalization",), BatchNormalizationRule()),
-        (("Flatten",), FlattenRule()),
-        (("Reshape",), ReshapeRule()),
-        (("Permute",), PermuteRule()),
-        (("RepeatVector",), RepeatVectorRule()),
-        (tuple(PASS_THROUGH), PassThroughRule()),
-        (tuple(SPATIAL), SpatialRule()),
-        (tuple(GLOBAL_POOLING), GlobalPoolingRule()),
-        (tuple(MERGES), ElementwiseMergeRule()),
-        (("Concatenate",), ConcatenateRule()),
-        (("SimpleRNN",), RecurrentRule(gates=1)),
-        (("GRU",), RecurrentRule(gates=3)),
-        (("LSTM",), RecurrentRule(gates=4)),
-        (("MultiHeadAttention",), MultiHeadAttentionRule()),
-        (("Attention", "AdditiveAttention"), DotAttentionRule()),
-        (("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"), ConvLSTMRule()),
-    ]
-    for names, rule in table:
-        for name in names:
-            cls = getattr(layers, name, None)
+def _resolve(name: str) -> type | None:
+    module, _, attribute = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attribute, None)
+    except ImportError:
+        return None
+    return found if isinstance(found, type) else None
+
+
+def builtin_rules() -> dict[type, Rule]:
+    """The `BUILTIN` table with its names resolved to the classes this Keras has."""
+    table: dict[type, Rule] = {}
+    for names, rule in BUILTIN:
+        for name in names.split():
+            cls = _resolve(name)
             if cls is not None:
-                register_rule(cls, rule)
-    register_op_rules(register_rule)
-    for module in (conv_variants, normalization, contraction, wrappers):
-        module.register()
+                table[cls] = rule
+    return table
 
 
 # Layers of keras.layers without a rule, on purpose: a channel change reaching one

@@ -22,6 +22,7 @@ from kgraph.rules.base import (
     normalize_axis,
     take_weight,
 )
+from kgraph.rules.capabilities import ChecksWeights
 
 __all__ = ["PassThroughRule", "PerChannelRule", "SpatialRule", "data_format_axis"]
 
@@ -67,7 +68,7 @@ class SpatialRule(PassThroughRule):
         return node
 
 
-class PerChannelRule(Rule):
+class PerChannelRule(Rule, ChecksWeights):
     """Layers with weights holding one entry per channel along their `axis`.
 
     Attributes:

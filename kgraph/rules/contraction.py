@@ -17,7 +17,6 @@ import re
 from collections.abc import Sequence
 
 import attrs
-import keras
 import numpy as np
 
 from kgraph.errors import MaskConflictError, UnsupportedLayerError
@@ -28,15 +27,15 @@ from kgraph.rules.base import (
     data_slots,
     expect_weights,
     fresh_output,
-    register_rule,
     take_weight,
 )
+from kgraph.rules.capabilities import HasCouplings
 from kgraph.rules.producer import ProducerRule
 
-__all__ = ["DotRule", "EinsumDenseRule", "register"]
+__all__ = ["DotRule", "EinsumDenseRule"]
 
 
-class DotRule(Rule):
+class DotRule(Rule, HasCouplings):
     """Dot: batched dot product of two inputs along `axes`.
 
     A contracted channel axis must keep the same channels on both inputs (else
@@ -298,9 +297,3 @@ class EinsumDenseRule(ProducerRule):
         shape[eq.partial_index(eq.owned)] = int(mask.sum())
         node = self.slice_output_weights(node, keep).with_config(output_shape=tuple(shape))
         return attrs.evolve(node, outputs=(old.with_mask(mask), *node.outputs[1:]))
-
-
-def register() -> None:
-    """Register this module's rules."""
-    register_rule(keras.layers.Dot, DotRule())
-    register_rule(keras.layers.EinsumDense, EinsumDenseRule())

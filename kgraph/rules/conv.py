@@ -10,6 +10,7 @@ import numpy as np
 from kgraph.errors import ChannelError
 from kgraph.ir import Derivation, DerivedSpace, Node, Tensor, freeze_array, seal
 from kgraph.rules.base import carry, take, take_weight
+from kgraph.rules.capabilities import HasRestrictions
 from kgraph.rules.channelwise import data_format_axis
 from kgraph.rules.producer import ProducerRule
 
@@ -52,7 +53,7 @@ def _per_group(deleted: np.ndarray, groups: int) -> np.ndarray:
     return deleted.reshape(groups, -1).sum(axis=1)
 
 
-class ConvRule(ProducerRule):
+class ConvRule(ProducerRule, HasRestrictions):
     """Conv1D/2D/3D with any `groups`: kernel (*k, in / groups, filters), bias (filters,).
 
     With G groups, input channels split into G contiguous groups of in / G and filters

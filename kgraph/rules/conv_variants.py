@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 import numpy as np
 
 from kgraph.ir import Node, Tensor
@@ -39,9 +38,9 @@ from kgraph.rules.base import (
     fresh_output,
     kernel_entries,
     positions,
-    register_rule,
     take_weight,
 )
+from kgraph.rules.capabilities import ChecksWeights, CountsMacs
 from kgraph.rules.channelwise import data_format_axis
 from kgraph.rules.conv import depthwise_output, input_channels, reads_channel_axis
 from kgraph.rules.producer import ProducerRule
@@ -50,11 +49,10 @@ __all__ = [
     "ConvTransposeRule",
     "DepthwiseConvRule",
     "SeparableConvRule",
-    "register",
 ]
 
 
-class DepthwiseConvRule(Rule):
+class DepthwiseConvRule(Rule, ChecksWeights):
     """DepthwiseConv1D/2D: kernel (*k, in, depth_multiplier), bias (in * depth_multiplier,).
 
     Output channel `c * m + j` depends on input channel c only, so the output's
@@ -174,7 +172,7 @@ class SeparableConvRule(ProducerRule):
         return problems
 
 
-class ConvTransposeRule(ProducerRule):
+class ConvTransposeRule(ProducerRule, CountsMacs):
     """Conv1D/2D/3DTranspose: kernel (*k, filters, in), bias (filters,); owns `filters`.
 
     The kernel's last axis reads the input channels and axis -2 makes the filters
@@ -220,18 +218,3 @@ class ConvTransposeRule(ProducerRule):
             if bias.shape[0] != own.channels:
                 problems.append(f"has bias {bias.shape} for {own.channels} filters")
         return problems
-
-
-def register() -> None:
-    """Register this module's rules."""
-    layers = keras.layers
-    table = [
-        (("DepthwiseConv1D", "DepthwiseConv2D"), DepthwiseConvRule()),
-        (("SeparableConv1D", "SeparableConv2D"), SeparableConvRule()),
-        (("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), ConvTransposeRule()),
-    ]
-    for names, rule in table:
-        for name in names:
-            cls = getattr(layers, name, None)
-            if cls is not None:
-                register_rule(cls, rule)

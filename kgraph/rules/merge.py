@@ -20,6 +20,7 @@ import numpy as np
 from kgraph.errors import MaskConflictError
 from kgraph.ir import ChannelSpace, ConcatSpace, MergeSpace, Node, Tensor, mask_summary, seal
 from kgraph.rules.base import WeightlessRule, carry, data_slots, fresh_output, normalize_axis
+from kgraph.rules.capabilities import CanDropInputs, HasCouplings
 
 __all__ = [
     "DROPPED_PARTS",
@@ -128,7 +129,7 @@ def agreeing_inputs(node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
     return [wide] if len(wide) > 1 else []
 
 
-class ElementwiseMergeRule(WeightlessRule):
+class ElementwiseMergeRule(WeightlessRule, HasCouplings):
     """Inputs combined element by element: the output keeps the inputs' common channels."""
 
     def couplings(self, node: Node, inputs: Sequence[Tensor]) -> list[list[Tensor]]:
@@ -151,7 +152,7 @@ class ElementwiseMergeRule(WeightlessRule):
         return (attrs.evolve(carry(out, first, axis=axis), space=space),)
 
 
-class ConcatenateRule(WeightlessRule):
+class ConcatenateRule(WeightlessRule, HasCouplings, CanDropInputs):
     """Concatenate on any axis: on the channel axis masks are joined, elsewhere they must agree."""
 
     def concat_axis(self, node: Node) -> int:

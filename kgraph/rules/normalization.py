@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,11 +41,10 @@ from kgraph.rules.base import (
     data_slots,
     expect_weights,
     normalize_axis,
-    register_rule,
     take,
     take_weight,
 )
-from kgraph.rules.channelwise import PassThroughRule
+from kgraph.rules.capabilities import ChecksWeights
 from kgraph.rules.merge import ElementwiseMergeRule
 
 __all__ = [
@@ -57,7 +55,6 @@ __all__ = [
     "NormalizationRule",
     "PReLURule",
     "RescalingRule",
-    "register",
 ]
 
 
@@ -84,7 +81,7 @@ def _slice_values(
     return take(array, keep, index)
 
 
-class PReLURule(_CarryRule):
+class PReLURule(_CarryRule, ChecksWeights):
     """PReLU: `alpha` has the input's shape (batch axis left out), 1 on `shared_axes`.
 
     `alpha` is sliced on the channel axis, wherever the channels sit; with the channel
@@ -113,7 +110,7 @@ class PReLURule(_CarryRule):
         return [f"has alpha of shape {alpha.shape} for {source.channels} channels"]
 
 
-class AxisNormRule(_CarryRule):
+class AxisNormRule(_CarryRule, ChecksWeights):
     """LayerNormalization / RMSNormalization: parameters over the normalised `axis` list.
 
     The parameters have one axis per normalised axis, in the order of the sorted
@@ -167,7 +164,7 @@ class AxisNormRule(_CarryRule):
         ]
 
 
-class GroupNormalizationRule(_CarryRule):
+class GroupNormalizationRule(_CarryRule, ChecksWeights):
     """GroupNormalization: `groups` contiguous groups of channels, gamma/beta per channel.
 
     Every group must keep the same number of channels (groups emptied completely
@@ -286,7 +283,7 @@ class RescalingRule(_CarryRule):
         return node.with_config(**updates) if updates else node
 
 
-class NormalizationRule(_CarryRule):
+class NormalizationRule(_CarryRule, ChecksWeights):
     """Normalization: per-position mean and variance over its kept `axis` list.
 
     The values live in the config (`mean=`, `variance=`, broadcast from the right
@@ -342,7 +339,7 @@ class NormalizationRule(_CarryRule):
         ]
 
 
-class LayerScaleRule(_CarryRule):
+class LayerScaleRule(_CarryRule, ChecksWeights):
     """ConvNeXt's LayerScale: `x * gamma` with one gamma per channel of the last axis.
 
     Its gamma is created without a name (Keras calls it `variable`), so the rule
@@ -401,38 +398,3 @@ class CustomScaleRule(ElementwiseMergeRule):
         index = tensor.axis - (len(tensor.shape) - array.ndim)
         sliced = _slice_values(node, self, "scale", array, index, keep.size, keep)
         return node if sliced is None else node.with_config(scale=sliced.tolist())
-
-
-def _application_layer(module: str, name: str) -> type | None:
-    """A layer class keras.applications defines, or None when this Keras has none."""
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return found if isinstance(found, type) else None
-
-
-def register() -> None:
-    """Register this module's rules."""
-    layers = keras.layers
-    table = [
-        ("PReLU", PReLURule()),
-        ("LayerNormalization", AxisNormRule(("gamma", "beta"))),
-        ("RMSNormalization", AxisNormRule(("scale",))),
-        ("GroupNormalization", GroupNormalizationRule()),
-        ("UnitNormalization", PassThroughRule()),
-        ("Rescaling", RescalingRule()),
-        ("Normalization", NormalizationRule()),
-    ]
-    for name, rule in table:
-        cls = getattr(layers, name, None)
-        if cls is not None:
-            register_rule(cls, rule)
-    applications = [
-        ("keras.src.applications.convnext", "LayerScale", LayerScaleRule()),
-        ("keras.src.applications.inception_resnet_v2", "CustomScaleLayer", CustomScaleRule()),
-    ]
-    for module, name, rule in applications:
-        cls = _application_layer(module, name)
-        if cls is not None:
-            register_rule(cls, rule)

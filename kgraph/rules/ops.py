@@ -25,8 +25,7 @@ import numpy as np
 
 from kgraph.errors import UnsupportedLayerError
 from kgraph.ir import Node, Slot, Tensor
-from kgraph.rules.base import Rule, WeightlessRule, carry, fresh_output, normalize_axis, take
-from kgraph.rules.channelwise import PassThroughRule
+from kgraph.rules.base import WeightlessRule, carry, fresh_output, normalize_axis, take
 from kgraph.rules.merge import ElementwiseMergeRule
 
 __all__ = ["ELEMENTWISE_OPS", "REDUCE_OPS", "UNARY_OPS", "ElementwiseOpRule", "ReduceOpRule"]
@@ -150,22 +149,3 @@ def _widened(node: Node, source: Tensor) -> bool:
     before, out = node.inputs[0], node.outputs[0]
     axis = _out_axis(out, source)
     return axis >= 0 and before.shape[source.axis] != out.shape[axis]
-
-
-def register_op_rules(register: Any) -> None:
-    """Register the op rules with `register(op_class, rule)` for the classes this Keras has."""
-    import importlib
-
-    table: list[tuple[dict[str, list[str]], Rule]] = [
-        (UNARY_OPS, PassThroughRule()),
-        (ELEMENTWISE_OPS, ElementwiseOpRule()),
-        (REDUCE_OPS, ReduceOpRule()),
-        ({"keras.src.ops.numpy": ["Clip"]}, ElementwiseOpRule(config_operands=("x_min", "x_max"))),
-    ]
-    for ops, rule in table:
-        for module_name, names in ops.items():
-            module = importlib.import_module(module_name)
-            for name in names:
-                cls = getattr(module, name, None)
-                if isinstance(cls, type):
-                    register(cls, rule)

@@ -15,6 +15,7 @@ import numpy as np
 
 from kgraph.ir import Node, Tensor
 from kgraph.rules.base import Rule, data_slots, expect_weights, fresh_output, take_weight
+from kgraph.rules.capabilities import ChecksWeights, HasChannelNorms
 
 __all__ = ["ProducerRule"]
 
@@ -46,7 +47,7 @@ def _column_powers(weight: np.ndarray, order: int) -> np.ndarray:
     return total
 
 
-class ProducerRule(Rule):
+class ProducerRule(Rule, HasChannelNorms, ChecksWeights):
     """Base for layers whose output channels are their own.
 
     Attributes:

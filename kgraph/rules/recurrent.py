@@ -15,12 +15,13 @@ import numpy as np
 from kgraph.errors import MaskConflictError
 from kgraph.ir import Node, Tensor, slots_in
 from kgraph.rules.base import kernel_entries, positions, take_weight
+from kgraph.rules.capabilities import CountsMacs, HasCouplings
 from kgraph.rules.producer import ProducerRule
 
 __all__ = ["ConvLSTMRule", "RecurrentRule"]
 
 
-class RecurrentRule(ProducerRule):
+class RecurrentRule(ProducerRule, CountsMacs, HasCouplings):
     """SimpleRNN (1 gate), GRU (3 gates), LSTM (4 gates)."""
 
     channels_key = "units"

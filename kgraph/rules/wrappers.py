@@ -67,16 +67,15 @@ from kgraph.ir import (
     full_mask,
 )
 from kgraph.rules.base import (
-    OpaqueRule,
+    NestedRule,
     Rule,
     carry,
     fresh_output,
     not_owner_error,
-    register_rule,
-    rule_for,
 )
+from kgraph.rules.capabilities import ChecksWeights, problems
 
-__all__ = ["BidirectionalRule", "TimeDistributedRule", "register", "wrapped_class"]
+__all__ = ["BidirectionalRule", "TimeDistributedRule", "wrapped_class"]
 
 
 def wrapped_class(serialized: Mapping[str, Any]) -> type | None:
@@ -152,7 +151,7 @@ def _on_time_axis(node: Node, inputs: Sequence[Tensor]) -> bool:
     return bool(inputs) and inputs[0].axis == 1
 
 
-class TimeDistributedRule(Rule):
+class TimeDistributedRule(NestedRule, ChecksWeights):
     """TimeDistributed(layer): the wrapped layer's rule on tensors without the time axis.
 
     Deleting channels of a `TimeDistributed(Dense)` or `TimeDistributed(Conv2D)`
@@ -173,7 +172,7 @@ class TimeDistributedRule(Rule):
             inputs=tuple(_drop_time(t) for t in node.inputs),
             outputs=tuple(_drop_time(t) for t in node.outputs),
         )
-        return inner, rule_for(inner) if cls is not None else OpaqueRule()
+        return inner, self.rule_of(inner)
 
     def _refuse_unknown(self, node: Node, tensor: Tensor) -> None:
         if wrapped_class(node.config["layer"]) is None:
@@ -236,7 +235,7 @@ class TimeDistributedRule(Rule):
         if _on_time_axis(node, node.inputs):
             return []
         inner, rule = self.inner(node)
-        return [f"wraps a {inner.class_name} that {p}" for p in rule.check(inner)]
+        return [f"wraps a {inner.class_name} that {p}" for p in problems(rule, inner)]
 
 
 # -- Bidirectional ------------------------------------------------------------------
@@ -264,7 +263,7 @@ def _kept(mask: np.ndarray) -> str:
     return f"{int(mask.sum())}/{mask.size} (deleted {np.flatnonzero(~mask).tolist()})"
 
 
-class BidirectionalRule(Rule):
+class BidirectionalRule(NestedRule, ChecksWeights):
     """Bidirectional(SimpleRNN/GRU/LSTM, or any layer whose rule owns its channels).
 
     See the module docstring for what channel indices mean in each merge_mode.
@@ -284,7 +283,7 @@ class BidirectionalRule(Rule):
             return "kgraph cannot find the class of its wrapped layers"
         if forward is not backward or len(node.weights) % 2:
             return "its forward and backward layers are of different kinds"
-        key = getattr(rule_for(attrs.evolve(node, cls=forward)), "channels_key", "units")
+        key = self.rule_of(attrs.evolve(node, cls=forward)).channels_key or "units"
         sizes = {config[k]["config"].get(key) for k, _ in _DIRECTIONS}
         if len(sizes) != 1:
             return f"its forward and backward layers have different {key} ({sorted(sizes)})"
@@ -319,7 +318,7 @@ class BidirectionalRule(Rule):
             weight_names=tuple(name.rsplit("/", 1)[-1] for name in node.weight_names[part]),
             outputs=outputs,
         )
-        return inner, rule_for(inner)
+        return inner, self.rule_of(inner)
 
     def _rewrap(self, node: Node, inners: Sequence[Node], inputs_changed: bool) -> Node:
         config = dict(node.config)
@@ -469,14 +468,8 @@ class BidirectionalRule(Rule):
         masks = self.unit_masks(node)
         if masks is None:
             return []
-        problems = []
+        found = []
         for which, (_, label) in enumerate(_DIRECTIONS):
             inner, rule = self.direction(node, which, masks[which])
-            problems += [f"has a {label} {inner.class_name} that {p}" for p in rule.check(inner)]
-        return problems
-
-
-def register() -> None:
-    """Register this module's rules."""
-    register_rule(keras.layers.TimeDistributed, TimeDistributedRule())
-    register_rule(keras.layers.Bidirectional, BidirectionalRule())
+            found += [f"has a {label} {inner.class_name} that {p}" for p in problems(rule, inner)]
+        return found

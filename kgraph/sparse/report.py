@@ -10,10 +10,9 @@ Example:
 from __future__ import annotations
 
 import attrs
-import keras
 import numpy as np
 
-from kgraph.graph import Graph
+from kgraph.graph_data import GraphData
 from kgraph.sparse.masks import is_prunable
 
 __all__ = ["LayerSparsity", "SparsityReport", "sparsity"]
@@ -60,14 +59,11 @@ class SparsityReport:
         return "\n".join(lines)
 
 
-def sparsity(model_or_graph: keras.Model | Graph) -> SparsityReport:
-    """The fraction of exactly-zero prunable weights, per layer (shared: once) and in total."""
-    if isinstance(model_or_graph, Graph):
-        graph = model_or_graph
-    else:
-        from kgraph.lift import lift
+def sparsity(graph: GraphData) -> SparsityReport:
+    """The fraction of exactly-zero prunable weights, per layer (shared: once) and in total.
 
-        graph = lift(model_or_graph)
+    (`kgraph.sparsity` also takes a Keras model.)
+    """
     seen: set[str] = set()
     layers = []
     for node in graph.nodes():
