@@ -55,7 +55,7 @@ import tensorflow as tf
 
 import kgraph
 from kgraph.passes import DeleteChannels
-from kgraph.prune import DeleteGroupChannels, plan_pruning
+from kgraph.pruning import DeleteGroupChannels, plan_pruning
 
 MODELS = [
     "ResNet50",

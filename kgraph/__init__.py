@@ -38,7 +38,7 @@ from kgraph.passes import (
     ReplaceLayer,
     Sparsify,
 )
-from kgraph.prune import iterative_prune, prune
+from kgraph.pruning import PruneOptions, iterative_prune, prune
 from kgraph.rules import Rule, RuleSet, register_rule, unregister_rule
 from kgraph.sparse import (
     ConstantSparsity,
@@ -72,6 +72,7 @@ __all__ = [
     "PassResult",
     "PolynomialDecay",
     "PropagateMasks",
+    "PruneOptions",
     "PruningError",
     "ReplaceLayer",
     "Rule",

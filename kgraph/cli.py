@@ -50,7 +50,6 @@ __all__ = [
     "table",
 ]
 
-DATA_FREE = ("l1", "l2", "bn_scale", "random")
 ROWS = 20  # table rows shown unless --all
 
 
@@ -226,14 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[loads, common],
         help="delete the least important channels and save the smaller model",
         description="Prune a model with kgraph.prune and save it; prints a before/after "
-        "table. The data-free criteria (l1, l2, bn_scale, random) need nothing else; apoz "
-        "needs --data, taylor needs --data, --labels and --loss.",
+        "table. Criteria: "
+        + "; ".join(
+            f"{c.name}: {c.summary}"
+            + (" (needs --data, --labels, --loss)" if c.needs_loss else "")
+            + (" (needs --data)" if c.needs_data and not c.needs_loss else "")
+            for c in CRITERIA.values()
+        ),
     )
     prune.add_argument("-o", "--output", type=Path, required=True, help="the pruned .keras file")
     prune.add_argument(
         "--ratio", type=_ratio, default=0.5, help="fraction of channels to delete (default 0.5)"
     )
-    prune.add_argument("--criterion", choices=CRITERIA, default="l1", help="default l1")
+    prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l1", help="default l1")
     prune.add_argument("--scope", choices=("local", "global"), default="local")
     prune.add_argument("--round-to", type=_positive, help="round kept counts up to a multiple")
     prune.add_argument("--min-channels", type=_positive, default=1, help="keep at least this many")
@@ -431,16 +435,18 @@ def _inspect(args: argparse.Namespace, steps: Steps) -> int:
 
 
 def _prune(args: argparse.Namespace, steps: Steps) -> int:
-    from kgraph.prune import DeleteGroupChannels, plan_pruning
+    from kgraph.pruning import PruneOptions, apply_plan, plan_pruning
 
-    if args.criterion not in DATA_FREE and args.data is None:
+    criterion = CRITERIA[args.criterion]
+    if criterion.needs_data and args.data is None:
+        free = [c.name for c in CRITERIA.values() if not c.needs_data]
         raise UsageError(
             f"criterion {args.criterion!r} needs data: --data inputs.npy"
-            f"{' --labels targets.npy --loss NAME' if args.criterion == 'taylor' else ''}; "
-            f"the data-free criteria are {', '.join(DATA_FREE)}"
+            f"{' --labels targets.npy --loss NAME' if criterion.needs_loss else ''}; "
+            f"the data-free criteria are {', '.join(free)}"
         )
-    if args.criterion == "taylor" and (args.labels is None or args.loss is None):
-        raise UsageError("criterion 'taylor' needs --labels targets.npy and --loss NAME")
+    if criterion.needs_loss and (args.labels is None or args.loss is None):
+        raise UsageError(f"criterion {args.criterion!r} needs --labels targets.npy and --loss NAME")
     _check_output(args.output, (".keras",), source=args.model)
     data = None
     if args.data is not None:
@@ -450,10 +456,8 @@ def _prune(args: argparse.Namespace, steps: Steps) -> int:
     model, graph = _loaded(args, steps)
     before = kgraph.stats(graph)
     with steps(f"scoring channels by {args.criterion}"):
-        plan = plan_pruning(
-            graph,
-            args.ratio,
-            args.criterion,
+        options = PruneOptions(
+            criterion=args.criterion,
             scope=args.scope,
             data=data,
             loss=args.loss,
@@ -463,9 +467,10 @@ def _prune(args: argparse.Namespace, steps: Steps) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
         )
+        plan = plan_pruning(graph, args.ratio, options=options)
     deleted = sum(len(channels) for _, channels in plan)
     with steps(f"deleting {deleted} channels from {len(plan)} channel groups"):
-        pruned = graph.apply(*(DeleteGroupChannels(g.owners[0], ch) for g, ch in plan))
+        pruned = apply_plan(graph, plan)
     with steps("lowering to a Keras model"):
         smaller = pruned.lower()
     with steps(f"saving {args.output}"), atomic_output(args.output) as temporary:

@@ -30,7 +30,7 @@ import numpy as np
 
 import kgraph
 from kgraph.cli import CommandError, out, table
-from kgraph.prune import prune_graph
+from kgraph.pruning import prune_graph
 from kgraph.stats import Stats, human
 
 __all__ = ["Variant", "build_lenet", "digits", "latencies", "main", "run"]

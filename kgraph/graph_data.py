@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from kgraph.errors import KGraphError, LayerNotFoundError, SurgeryError
+from kgraph.indices import check_indices
 from kgraph.ir import Node, Tensor
 
 if TYPE_CHECKING:
@@ -200,18 +201,19 @@ class GraphData:
         if calls is None:
             return names
         by_index = {self.node(n).call_index: n for n in names}
-        wanted = list(calls) if isinstance(calls, (list, tuple)) else None
-        if (
-            wanted is None
-            or len(set(wanted)) != len(wanted)
-            or any(
-                isinstance(c, bool) or not isinstance(c, int) or c not in by_index for c in wanted
-            )
-        ):
+        layer = self.node(names[0]).layer
+        if not isinstance(calls, (list, tuple)):
             raise SurgeryError(
-                f"calls {calls!r} do not select distinct calls of layer "
-                f"{self.node(names[0]).layer!r}; pass a list of its call indices {sorted(by_index)}"
+                f"calls {calls!r} do not select calls of layer {layer!r}; pass a list of its "
+                f"call indices {sorted(by_index)}"
             )
+        where = f"layer {layer!r}, whose calls are {sorted(by_index)}"
+        wanted = check_indices(
+            calls, max(by_index) + 1, where=where, what="call", negative=False, error=SurgeryError
+        )
+        for call in wanted:
+            if call not in by_index:
+                raise SurgeryError(f"call {call} is not a call of {where}")
         return [by_index[c] for c in sorted(wanted)]
 
     # ------------------------------------------------------------------ editing

@@ -23,25 +23,85 @@ Example:
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import attrs
 import keras
 import numpy as np
 
-from kgraph.errors import KGraphError
-from kgraph.graph import Graph
+from kgraph.errors import KGraphError, PruningError
+from kgraph.graph_data import GraphData
 from kgraph.groups import ChannelGroup, analysis
+from kgraph.lower import lower
 from kgraph.passes.insert_layer import InsertLayer
+from kgraph.passes.pipeline import run_pipeline
 from kgraph.rules.capabilities import channel_norms
 from kgraph.rules.channelwise import PassThroughRule
 
-__all__ = ["CRITERIA", "alive", "batches", "importance"]
+__all__ = [
+    "CRITERIA",
+    "Criterion",
+    "ScoringInputs",
+    "alive",
+    "batches",
+    "importance",
+    "register_criterion",
+]
 
 log = logging.getLogger(__name__)
 
-Criterion = str | Callable[[Graph, ChannelGroup], Any]
-CRITERIA = ("l1", "l2", "bn_scale", "apoz", "taylor", "random")
+
+@attrs.frozen
+class ScoringInputs:
+    """What a data-driven criterion may use besides the graph.
+
+    Attributes:
+        data: inputs, `(x, y)`, a tf.data.Dataset or an iterable of batches.
+        loss: a Keras loss (name, function or `keras.losses.Loss`).
+        batch_size: rows per batch cut from arrays.
+        seed: for random choices.
+    """
+
+    data: Any = None
+    loss: Any = None
+    batch_size: int = 32
+    seed: int = 0
+
+
+@attrs.frozen
+class Criterion:
+    """A named importance criterion.
+
+    Attributes:
+        name: how users ask for it (`criterion="l1"`, `--criterion l1`).
+        summary: one line for people (the CLI's help).
+        score: `score(graph, groups, inputs) -> [scores per group]`, one score per
+            lifted channel of each group, NaN for channels already deleted.
+        needs_data: it measures activations on `data`.
+        needs_loss: it also needs targets (`data=(x, y)`) and a `loss`.
+    """
+
+    name: str
+    summary: str
+    score: Callable[[GraphData, Sequence[ChannelGroup], ScoringInputs], list[np.ndarray]]
+    needs_data: bool = False
+    needs_loss: bool = False
+
+
+#: The criteria by name; `register_criterion` adds one.
+CRITERIA: dict[str, Criterion] = {}
+
+
+def register_criterion(criterion: Criterion) -> Criterion:
+    """Make `criterion` available by its name to `kgraph.prune`, `importance` and the CLI."""
+    if not isinstance(criterion, Criterion):
+        raise KGraphError(
+            f"register_criterion needs a kgraph.importance.Criterion, got {criterion!r}"
+        )
+    CRITERIA[criterion.name] = criterion
+    return criterion
 
 
 def batches(data: Any, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
@@ -50,7 +110,11 @@ def batches(data: Any, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
     `y` is None when the data has no targets.
     """
     if data is None:
-        raise KGraphError("this criterion needs data: pass data=x or data=(x, y)")
+        raise PruningError("this criterion needs data: pass data=x or data=(x, y)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise PruningError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise PruningError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(data, tuple) and len(data) == 2 and _is_array(data[0]):
         x, y = data
         for start in range(0, len(keras.tree.flatten(x)[0]), batch_size):
@@ -78,7 +142,7 @@ def _rows(value: Any, start: int, size: int) -> Any:
     return keras.tree.map_structure(lambda v: v[start : start + size], value)
 
 
-def _spread(graph: Graph, group: ChannelGroup, name: str, values: np.ndarray) -> np.ndarray:
+def _spread(graph: GraphData, group: ChannelGroup, name: str, values: np.ndarray) -> np.ndarray:
     """Per-kept-channel `values` of node `name` placed in the group's lifted coordinates."""
     offset, width = analysis(graph).position(name)
     node = graph.node(name)
@@ -102,7 +166,7 @@ def _average(parts: list[np.ndarray], channels: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _norms(graph: Graph, group: ChannelGroup, order: int) -> np.ndarray:
+def _norms(graph: GraphData, group: ChannelGroup, order: int) -> np.ndarray:
     parts = []
     for owner in group.owners:
         node = graph.node(owner)
@@ -112,7 +176,7 @@ def _norms(graph: Graph, group: ChannelGroup, order: int) -> np.ndarray:
     return _average(parts, group.channels)
 
 
-def _bn_scale(graph: Graph, group: ChannelGroup) -> np.ndarray:
+def _bn_scale(graph: GraphData, group: ChannelGroup) -> np.ndarray:
     parts = []
     for name in group.members:
         node = graph.node(name)
@@ -121,7 +185,7 @@ def _bn_scale(graph: Graph, group: ChannelGroup) -> np.ndarray:
     return _average(parts, group.channels)
 
 
-def _activation_members(graph: Graph, group: ChannelGroup) -> list[str]:
+def _activation_members(graph: GraphData, group: ChannelGroup) -> list[str]:
     """Where to measure a group's activations: its non-linearities, else its owners."""
     chosen = []
     for name in group.members:
@@ -135,36 +199,52 @@ def _activation_members(graph: Graph, group: ChannelGroup) -> list[str]:
     return chosen or [o for o in group.owners if graph.node(o).call_index == 0]
 
 
-def _probe_model(graph: Graph, names: list[str]) -> keras.Model:
+def _probe_model(graph: GraphData, names: list[str]) -> keras.Model:
     """The lowered graph, answering the outputs of layers `names`."""
-    model = graph.lower()
+    model = lower(graph)
     outputs = [
         model.get_layer(graph.node(n).layer)._inbound_nodes[0].output_tensors[0] for n in names
     ]
     return keras.Model(model.input, outputs)
 
 
-def _channel_axis(graph: Graph, name: str) -> int:
+def _channel_axis(graph: GraphData, name: str) -> int:
     return graph.node(name).outputs[0].axis
 
 
+def _outputs(model: keras.Model, x: Any, what: str) -> list[Any]:
+    """`model(x)` as a list, a wrong input a `PruningError` saying what the model expects."""
+    try:
+        outputs = model(x, training=False)
+    except Exception as error:  # Keras/backends raise many kinds for a wrong input
+        expected = [tuple(t.shape) for t in model.inputs]
+        got = [tuple(np.shape(v)) for v in keras.tree.flatten(x)]
+        raise PruningError(
+            f"the {what} criterion could not run the model on the data: the model takes "
+            f"inputs of shapes {expected} (None: any size), the data has batches of shapes "
+            f"{got}. Pass data shaped like the model's inputs ({type(error).__name__})"
+        ) from error
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 def _apoz(
-    graph: Graph, groups: Sequence[ChannelGroup], data: Any, batch_size: int
+    graph: GraphData, groups: Sequence[ChannelGroup], inputs: ScoringInputs
 ) -> list[np.ndarray]:
     chosen = [_activation_members(graph, g) for g in groups]
     names = list(dict.fromkeys(n for names in chosen for n in names))
     probe = _probe_model(graph, names)
     zeros = {n: 0.0 for n in names}
     count = {n: 0 for n in names}
-    for index, (x, _) in enumerate(batches(data, batch_size), start=1):
-        outputs = probe(x, training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        for name, value in zip(names, outputs):
-            array = np.moveaxis(np.asarray(value), _channel_axis(graph, name), -1)
+    for index, (x, _) in enumerate(batches(inputs.data, inputs.batch_size), start=1):
+        for name, value in zip(names, _outputs(probe, x, "apoz")):
+            array = keras.ops.convert_to_numpy(value)
+            array = np.moveaxis(array, _channel_axis(graph, name), -1)
             flat = array.reshape(-1, array.shape[-1])
             zeros[name] = zeros[name] + (flat == 0).sum(axis=0)
             count[name] += flat.shape[0]
         log.info("apoz: %d batches measured", index)
+    if not any(count.values()):
+        raise PruningError("the apoz criterion got no data: the data holds no batch")
     result = []
     for group, names_of_group in zip(groups, chosen):
         parts = [
@@ -195,16 +275,61 @@ class _Gate(keras.layers.Layer):
         return {**super().get_config(), "axis": self.axis}
 
 
-def _taylor(
-    graph: Graph, groups: Sequence[ChannelGroup], data: Any, loss: Any, batch_size: int
-) -> list[np.ndarray]:
-    import tensorflow as tf  # TensorFlow's autodiff: this criterion needs that backend
+def _loss_value(loss_fn: Any, y: Any, prediction: Any) -> Any:
+    try:
+        return keras.ops.mean(loss_fn(y, prediction))
+    except Exception as error:  # wrong targets: Keras/backends raise many kinds
+        raise PruningError(
+            f"the taylor criterion could not compute the loss: the model predicts shape "
+            f"{tuple(prediction.shape)}, the targets have shape {tuple(np.shape(y))}. Pass "
+            f"targets the loss accepts for these predictions ({type(error).__name__})"
+        ) from error
 
-    if loss is None:
-        raise KGraphError(
+
+def _gradients(model: keras.Model, gates: list[Any], loss_fn: Any, x: Any, y: Any) -> list[Any]:
+    """d loss / d gate for each gate variable, with the backend's own autodiff."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # the backend the user chose
+
+        with tf.GradientTape() as tape:
+            value = _loss_value(loss_fn, y, _outputs(model, x, "taylor")[0])
+        return list(tape.gradient(value, gates))
+    if backend == "jax":
+        import jax  # the backend the user chose
+
+        trainable = [v.value for v in model.trainable_variables]
+        frozen = [v.value for v in model.non_trainable_variables]
+        positions = [[id(v) for v in model.trainable_variables].index(id(g)) for g in gates]
+
+        def loss_of(gate_values: list[Any]) -> Any:
+            values = list(trainable)
+            for position, value in zip(positions, gate_values):
+                values[position] = value
+            prediction, _ = model.stateless_call(values, frozen, x, training=False)
+            prediction = keras.tree.flatten(prediction)[0]
+            return _loss_value(loss_fn, y, prediction)
+
+        return list(jax.grad(loss_of)([trainable[p] for p in positions]))
+    if backend == "torch":
+        for gate in gates:
+            gate.value.grad = None
+        _loss_value(loss_fn, y, _outputs(model, x, "taylor")[0]).backward()
+        return [gate.value.grad for gate in gates]
+    raise PruningError(f"the taylor criterion does not support the {backend!r} backend")
+
+
+def _taylor(
+    graph: GraphData, groups: Sequence[ChannelGroup], inputs: ScoringInputs
+) -> list[np.ndarray]:
+    if inputs.loss is None:
+        raise PruningError(
             "the taylor criterion needs a loss (e.g. loss='sparse_categorical_crossentropy')"
         )
-    loss_fn = keras.losses.get(loss)
+    try:
+        loss_fn = keras.losses.get(inputs.loss)
+    except (ValueError, TypeError) as error:
+        raise PruningError(f"unknown loss {inputs.loss!r} for the taylor criterion") from error
     chosen = [_activation_members(graph, g) for g in groups]
     names = list(dict.fromkeys(n for names in chosen for n in names))
     gates = [
@@ -214,17 +339,19 @@ def _taylor(
         for i, n in enumerate(names)
     ]
     gated = graph.rules.extended({_Gate: PassThroughRule()})
-    model = graph.apply(*gates, rules=gated).lower()
+    model = lower(run_pipeline(graph, gates, rules=gated).graph)
     variables = [model.get_layer(f"kgraph_taylor_gate_{i}").gate for i in range(len(names))]
     totals = [np.zeros(v.shape[0]) for v in variables]
-    for index, (x, y) in enumerate(batches(data, batch_size), start=1):
+    measured = 0
+    for index, (x, y) in enumerate(batches(inputs.data, inputs.batch_size), start=1):
         if y is None:
-            raise KGraphError("the taylor criterion needs targets: pass data=(x, y)")
-        with tf.GradientTape() as tape:
-            value = keras.ops.mean(loss_fn(y, model(x, training=False)))
-        for total, grad in zip(totals, tape.gradient(value, variables)):
-            total += np.abs(np.asarray(grad))
+            raise PruningError("the taylor criterion needs targets: pass data=(x, y)")
+        for total, grad in zip(totals, _gradients(model, variables, loss_fn, x, y)):
+            total += np.abs(keras.ops.convert_to_numpy(grad))
+        measured = index
         log.info("taylor: %d batches measured", index)
+    if not measured:
+        raise PruningError("the taylor criterion got no data: the data holds no batch")
     by_name = dict(zip(names, totals))
     return [
         _average([_spread(graph, g, n, by_name[n]) for n in names_of_group], g.channels)
@@ -232,10 +359,74 @@ def _taylor(
     ]
 
 
+def _random(
+    graph: GraphData, groups: Sequence[ChannelGroup], inputs: ScoringInputs
+) -> list[np.ndarray]:
+    rng = np.random.default_rng(inputs.seed)
+    return [_mask_deleted(graph, g, rng.random(g.channels)) for g in groups]
+
+
+def _callable_scores(
+    graph: GraphData, groups: Sequence[ChannelGroup], criterion: Callable[..., Any]
+) -> list[np.ndarray]:
+    name = getattr(criterion, "__name__", repr(criterion))
+    results = []
+    for group in groups:
+        try:
+            scores = np.asarray(criterion(graph, group), dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise PruningError(
+                f"criterion {name} returned no numbers for the group of {group.owners[0]!r}: "
+                f"{error}"
+            ) from error
+        if scores.shape != (group.channels,):
+            raise PruningError(
+                f"criterion {name} returned scores of shape {scores.shape} for the group of "
+                f"{group.owners[0]!r}, which has {group.channels} channels; return one score "
+                "per channel (in the group's lifted coordinates)"
+            )
+        results.append(scores)
+    return results
+
+
+for _criterion in (
+    Criterion(
+        "l1",
+        "L1 norm of the weights making each channel (Li et al. 2017)",
+        lambda graph, groups, inputs: [_norms(graph, g, 1) for g in groups],
+    ),
+    Criterion(
+        "l2",
+        "L2 norm of the weights making each channel",
+        lambda graph, groups, inputs: [_norms(graph, g, 2) for g in groups],
+    ),
+    Criterion(
+        "bn_scale",
+        "|gamma| of the BatchNormalization layers of the group (network slimming)",
+        lambda graph, groups, inputs: [_bn_scale(graph, g) for g in groups],
+    ),
+    Criterion(
+        "apoz",
+        "1 - average percentage of zeros of the activations on data (Hu et al. 2016)",
+        _apoz,
+        needs_data=True,
+    ),
+    Criterion(
+        "taylor",
+        "|activation x gradient of the loss| on data with targets (Molchanov et al. 2017)",
+        _taylor,
+        needs_data=True,
+        needs_loss=True,
+    ),
+    Criterion("random", "uniform random scores (seeded): a baseline", _random),
+):
+    register_criterion(_criterion)
+
+
 def importance(
-    graph: Graph,
+    graph: GraphData,
     groups: Sequence[ChannelGroup],
-    criterion: Criterion = "l1",
+    criterion: str | Criterion | Callable[[GraphData, ChannelGroup], Any] = "l1",
     *,
     data: Any = None,
     loss: Any = None,
@@ -245,28 +436,26 @@ def importance(
     """One score array per group (lifted coordinates; NaN for deleted channels).
 
     Args:
-        criterion: one of `CRITERIA` or a callable `(graph, group) -> scores`.
+        criterion: the name of one of `CRITERIA`, a `Criterion`, or a callable
+            `(graph, group) -> scores` (one score per lifted channel of the group).
         data: for `apoz` and `taylor`: numpy inputs, `(x, y)`, a tf.data.Dataset or
             an iterable of batches (batches of `batch_size` are cut from arrays).
         loss: for `taylor`: a Keras loss (name, function or `keras.losses.Loss`).
     """
+    inputs = ScoringInputs(data=data, loss=loss, batch_size=batch_size, seed=seed)
+    if isinstance(criterion, Criterion):
+        return criterion.score(graph, groups, inputs)
     if callable(criterion):
-        return [np.asarray(criterion(graph, g), dtype=np.float64) for g in groups]
-    if criterion in ("l1", "l2"):
-        return [_norms(graph, g, 1 if criterion == "l1" else 2) for g in groups]
-    if criterion == "bn_scale":
-        return [_bn_scale(graph, g) for g in groups]
-    if criterion == "apoz":
-        return _apoz(graph, groups, data, batch_size)
-    if criterion == "taylor":
-        return _taylor(graph, groups, data, loss, batch_size)
-    if criterion == "random":
-        rng = np.random.default_rng(seed)
-        return [_mask_deleted(graph, g, rng.random(g.channels)) for g in groups]
-    raise KGraphError(f"unknown criterion {criterion!r}; use one of {CRITERIA} or a callable")
+        return _callable_scores(graph, groups, criterion)
+    if isinstance(criterion, str) and criterion in CRITERIA:
+        return CRITERIA[criterion].score(graph, groups, inputs)
+    raise PruningError(
+        f"unknown criterion {criterion!r}; use one of {sorted(CRITERIA)}, a "
+        "kgraph.importance.Criterion or a callable (graph, group) -> scores"
+    )
 
 
-def alive(graph: Graph, group: ChannelGroup) -> np.ndarray:
+def alive(graph: GraphData, group: ChannelGroup) -> np.ndarray:
     """Which lifted channels of `group` are still there (kept by some owner)."""
     kept = np.zeros(group.channels, dtype=bool)
     for owner in group.owners:
@@ -276,5 +465,5 @@ def alive(graph: Graph, group: ChannelGroup) -> np.ndarray:
     return kept
 
 
-def _mask_deleted(graph: Graph, group: ChannelGroup, scores: np.ndarray) -> np.ndarray:
+def _mask_deleted(graph: GraphData, group: ChannelGroup, scores: np.ndarray) -> np.ndarray:
     return np.where(alive(graph, group), scores, np.nan)

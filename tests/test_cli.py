@@ -356,7 +356,10 @@ def test_missing_command_and_help(capsys) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "inspect" in out and "prune" in out and "demo" in out
     code, out, _ = run(capsys, "prune", "--help")
-    assert code == 0 and "l1, l2, bn_scale, random" in " ".join(out.split())
+    text = " ".join(out.split())
+    assert code == 0 and "l1: L1 norm of the weights" in text
+    assert "taylor: |activation x gradient of the loss| on data with targets" in text
+    assert "(needs --data, --labels, --loss)" in text
     code, out, _ = run(capsys, "--version")
     assert code == 0 and out.strip() == f"kgraph {kgraph.__version__}"
 

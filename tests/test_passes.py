@@ -491,7 +491,7 @@ def test_new_layer_must_be_a_layer_instance() -> None:
 def test_bad_calls_selection() -> None:
     graph = kgraph.lift(dense_chain())
     for calls in (0, [1], [0, 0], ["0"]):
-        with pytest.raises(kgraph.SurgeryError, match=r"calls .* of layer 'dense_1'"):
+        with pytest.raises(kgraph.SurgeryError, match=r"calls? .*layer 'dense_1'"):
             graph.apply(DeleteLayer("dense_1", calls=calls))
 
 
@@ -526,3 +526,21 @@ def test_verify_catches_calls_of_a_shared_layer_that_disagree() -> None:
     work.set_node(node.with_weights(bias=np.ones(4, "float32")))
     with pytest.raises(kgraph.VerificationError, match=r"'shared@0' and 'shared@1'.*disagree"):
         work.verify()
+
+
+@pytest.mark.parametrize(
+    ("calls", "message"),
+    [
+        ([0, 0], r"calls \[0\] are listed more than once"),
+        ([2], r"call 2 is out of range for layer 'shared', whose calls are \[0, 1\]"),
+        ([-1], r"call -1 is out of range"),
+        ([True], r"call True is not an integer"),
+        (1, r"calls 1 do not select calls of layer 'shared'"),
+    ],
+)
+def test_bad_call_selections_are_refused_with_the_calls_there_are(calls, message) -> None:
+    x = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    model = keras.Model(x, shared(shared(x)))
+    with pytest.raises(kgraph.SurgeryError, match=message):
+        kgraph.lift(model).apply(DeleteChannels("shared", [0], calls=calls))

@@ -13,7 +13,7 @@ from helpers import assert_same_outputs, dead_copy, fingerprint, sample_inputs, 
 import kgraph
 from kgraph.importance import importance
 from kgraph.passes import DeleteChannels
-from kgraph.prune import plan_pruning
+from kgraph.pruning import plan_pruning
 
 L = keras.layers
 
@@ -145,11 +145,13 @@ def test_taylor_is_activation_times_gradient() -> None:
     )
     kernel, bias = weights_of(model, "hidden")
     out_kernel, out_bias = weights_of(model, "out")
-    h = tf.Variable(np.maximum(x @ kernel + bias, 0))
-    with tf.GradientTape() as tape:
-        logits = h @ out_kernel + out_bias
-        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, True))
-    expected = np.abs((h.numpy() * tape.gradient(loss, h).numpy()).sum(axis=0))
+    # the gradient of the mean cross-entropy by hand, in numpy
+    h = np.maximum(x @ kernel + bias, 0)
+    logits = h @ out_kernel + out_bias
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    grad_h = ((p - np.eye(3)[y]) / len(y)) @ out_kernel.T
+    expected = np.abs((h * grad_h).sum(axis=0))
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-7)
 
 
@@ -228,8 +230,13 @@ def test_global_pruning_takes_from_the_weakest_groups() -> None:
         ({"min_channels": 0}, r"min_channels must be a positive integer"),
         ({"ratios": {"stem": 2}}, r"ratios\['stem'\] must be a number"),
         ({"ratios": {"stem": 0.2, "b1_conv2": 0.3}}, r"share a channel group"),
-        ({"criterion": "apoz"}, r"this criterion needs data"),
+        ({"criterion": "apoz"}, r"criterion 'apoz' needs data"),
+        ({"criterion": "taylor", "data": np.zeros((2, 8, 8, 3))}, r"'taylor' needs a loss"),
+        ({"criterion": "magic"}, r"unknown criterion 'magic'; use one of \['apoz', 'bn_scale'"),
         ({"ignore": ["nope"]}, r"has no layer 'nope'"),
+        ({"ignore": "nope"}, r"has no layer 'nope'"),  # one name, not a list of letters
+        ({"batch_size": 0}, r"batch_size must be a positive integer"),
+        ({"colour": "red"}, r"unknown pruning option\(s\) \['colour'\]"),
     ],
 )
 def test_bad_pruning_options(options, message) -> None:
@@ -306,3 +313,48 @@ def test_every_owner_of_a_concatenated_group_keeps_min_channels() -> None:
     assert sorted(set(channels) - {0, 1}) == sorted(others[:3])
     pruned = kgraph.prune(model, 0.5, min_channels=1)
     assert [pruned.get_layer(n).filters for n in ("weak", "strong", "stream")] == [1, 3, 4]
+
+
+def test_criteria_registry_says_what_each_needs() -> None:
+    from kgraph.importance import CRITERIA
+
+    assert sorted(CRITERIA) == ["apoz", "bn_scale", "l1", "l2", "random", "taylor"]
+    assert [c for c in CRITERIA if CRITERIA[c].needs_data] == ["apoz", "taylor"]
+    assert [c for c in CRITERIA if CRITERIA[c].needs_loss] == ["taylor"]
+
+
+def test_bad_data_and_callables_get_pruning_errors_not_raw_ones() -> None:
+    model = residual_net()
+    graph = kgraph.lift(model)
+    group = stream_group(graph)
+    with pytest.raises(kgraph.PruningError, match=r"takes inputs of shapes \[\(None, 8, 8, 3\)\]"):
+        importance(graph, [group], "apoz", data=np.zeros((4, 5), "float32"))
+    with pytest.raises(kgraph.PruningError, match=r"scores of shape \(2,\) .* has 6 channels"):
+        importance(graph, [group], lambda g, grp: [1.0, 2.0])
+    with pytest.raises(kgraph.PruningError, match="batch_size must be a positive integer"):
+        importance(graph, [group], "apoz", data=np.zeros((4, 8, 8, 3)), batch_size=0)
+    x = np.zeros((4, 8, 8, 3), "float32")
+    with pytest.raises(kgraph.PruningError, match=r"targets have shape \(4, 7, 2\)"):
+        importance(
+            graph, [group], "taylor", data=(x, np.zeros((4, 7, 2))), loss="categorical_crossentropy"
+        )
+
+
+def test_nothing_to_prune_warns_and_strict_raises(caplog) -> None:
+    x = keras.Input((4,))
+    model = keras.Model(x, L.Dense(3, name="out")(x))  # its only channels reach the output
+    with caplog.at_level("WARNING", logger="kgraph.pruning"):
+        same = kgraph.prune(model, 0.5)
+    assert same.count_params() == model.count_params()
+    assert "nothing to prune: no channel group of" in caplog.text and "reach" in caplog.text
+    with pytest.raises(kgraph.PruningError, match="nothing to prune"):
+        kgraph.prune(model, 0.5, strict=True)
+    # no BatchNormalization: bn_scale scores nothing
+    with pytest.raises(kgraph.PruningError, match="scores none of the"):
+        kgraph.prune(dense_only(), 0.5, "bn_scale", strict=True)
+
+
+def dense_only() -> keras.Model:
+    x = keras.Input((6,))
+    h = L.Dense(8, activation="relu", name="h")(x)
+    return keras.Model(x, L.Dense(2, name="out")(h))

@@ -12,16 +12,15 @@ Example:
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import attrs
-import numpy as np
 
 from kgraph.errors import ChannelError
 from kgraph.graph_data import GraphData, LayerRef
 from kgraph.groups import Blocker, channel_width, group_channels, group_of
+from kgraph.indices import check_indices
 from kgraph.ir import Node, delete_from
 from kgraph.passes.base import Pass, as_tuple, optional_tuple
 from kgraph.passes.splice import split_calls
@@ -40,23 +39,9 @@ def check_channels(
     Negative indices count from the end. Booleans, floats, duplicates and indices
     out of range are refused, naming the layer. `what` names the items ("head").
     """
-    where = f"{node.describe()}, which has {count} {what}s"
-    if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
-        raise ChannelError(f"{what}s must be a list of integers, got {channels!r} for {where}")
-    result = []
-    for c in channels:
-        if isinstance(c, (bool, np.bool_)) or not isinstance(c, numbers.Integral):
-            raise ChannelError(f"{what} {c!r} is not an integer (deleting from {where})")
-        index = int(c) + count if c < 0 else int(c)
-        if not 0 <= index < count:
-            raise ChannelError(f"{what} {int(c)} is out of range for {where} (0..{count - 1})")
-        result.append(index)
-    duplicates = sorted({c for c in result if result.count(c) > 1})
-    if duplicates:
-        raise ChannelError(
-            f"{what}s {duplicates} are listed more than once (deleting from {where})"
-        )
-    return result
+    return check_indices(
+        channels, count, where=f"{node.describe()}, which has {count} {what}s", what=what
+    )
 
 
 @attrs.frozen

@@ -1,0 +1,403 @@
+"""`prune`: structured pruning in one call, on top of channel groups and importance.
+
+Every prunable channel group is scored by a criterion; the lowest-scoring channels
+are deleted from the whole group (so residual branches stay consistent), and the
+model is lowered once.
+
+- `scope="local"`: each group loses `ratio` of its channels;
+- `scope="global"`: scores are normalised by their group's mean and the lowest
+  `ratio` of all channels go, wherever they are;
+- `round_to` rounds every kept count up to a multiple (e.g. 8 for fast kernels),
+  `min_channels` keeps at least that many, `ignore` leaves groups alone, and
+  `ratios` sets a ratio per layer (for its whole group).
+
+Example:
+    >>> small = kgraph.prune(model, ratio=0.5, criterion="l1", round_to=8)
+    >>> print(kgraph.stats(model).compare(kgraph.stats(small)))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import keras
+import numpy as np
+
+from kgraph.errors import PruningError
+from kgraph.graph import Graph
+from kgraph.graph_data import GraphData, LayerRef
+from kgraph.groups import ChannelGroup, channel_groups, group_of
+from kgraph.importance import CRITERIA, Criterion, alive, importance
+from kgraph.lift import lift
+from kgraph.passes.base import Pass
+from kgraph.passes.delete_channels import DeleteChannels
+
+__all__ = [
+    "DeleteGroupChannels",
+    "PruneOptions",
+    "apply_plan",
+    "iterative_prune",
+    "plan_pruning",
+    "prune",
+    "prune_graph",
+]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class DeleteGroupChannels(Pass):
+    """Delete channels of a group, given in the group's coordinates (see `ChannelGroup`)."""
+
+    name: ClassVar[str] = "delete-group-channels"
+    member: str
+    channels: tuple[int, ...] = attrs.field(converter=tuple)
+
+    def run(self, graph: GraphData) -> bool:
+        group = group_of(graph, self.member)
+        if group is None:
+            raise PruningError(f"{graph.node(self.member).describe()} is in no channel group")
+        per_owner = group.owner_channels(self.channels)
+        changed = [DeleteChannels.delete_own(graph, o, per_owner[o]) for o in group.owners]
+        return any(changed)
+
+
+def _check_ratio(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise PruningError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value: Any, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        kind = "a positive integer or None" if optional else "a positive integer"
+        raise PruningError(f"{name} must be {kind}, got {value!r}")
+
+
+def _layer_list(value: Any) -> tuple[LayerRef, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return (value,)  # one layer (a bare name is not a list of letters)
+    return tuple(value)
+
+
+def _criterion(value: Any) -> Any:
+    if isinstance(value, str) and value not in CRITERIA:
+        raise PruningError(
+            f"unknown criterion {value!r}; use one of {sorted(CRITERIA)}, a "
+            "kgraph.importance.Criterion or a callable (graph, group) -> scores"
+        )
+    if not (isinstance(value, (str, Criterion)) or callable(value)):
+        raise PruningError(f"criterion must be a name, a Criterion or a callable, got {value!r}")
+    return value
+
+
+@attrs.frozen
+class PruneOptions:
+    """How `prune`, `plan_pruning` and the CLI choose channels (everything but the ratio).
+
+    Attributes:
+        criterion: "l1", "l2", "bn_scale", "apoz", "taylor", "random" (see
+            `kgraph.importance.CRITERIA`), a `Criterion` or a callable
+            `(graph, group) -> scores`.
+        scope: "local" (every group loses `ratio`) or "global" (scores normalised by
+            their group's mean, ranked across groups).
+        data, loss, batch_size: for the data-driven criteria ("apoz" needs data,
+            "taylor" data with targets and a loss).
+        round_to: round every kept count up to a multiple of this.
+        min_channels: never keep fewer channels in a group.
+        ignore: layers whose groups are left alone (one name or a list).
+        ratios: per-layer ratios (for the layer's whole group), overriding `ratio`.
+        seed: for the random criterion.
+        strict: raise `PruningError` instead of logging a warning when nothing can
+            be pruned.
+    """
+
+    criterion: Any = attrs.field(default="l1", converter=_criterion)
+    scope: str = "local"
+    data: Any = None
+    loss: Any = None
+    round_to: int | None = None
+    min_channels: int = 1
+    ignore: tuple[LayerRef, ...] = attrs.field(default=(), converter=_layer_list)
+    ratios: Mapping[LayerRef, Any] = attrs.field(factory=dict, converter=lambda v: v or {})
+    batch_size: int = 32
+    seed: int = 0
+    strict: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.scope not in ("local", "global"):
+            raise PruningError(f"scope must be 'local' or 'global', got {self.scope!r}")
+        _positive("round_to", self.round_to, optional=True)
+        _positive("min_channels", self.min_channels)
+        _positive("batch_size", self.batch_size)
+        if not isinstance(self.ratios, Mapping):
+            raise PruningError(f"ratios must map layer names to ratios, got {self.ratios!r}")
+        for layer, value in self.ratios.items():
+            _check_ratio(value, f"ratios[{layer!r}]")
+        if isinstance(self.criterion, str):
+            needs = CRITERIA[self.criterion]
+            if needs.needs_data and self.data is None:
+                raise PruningError(
+                    f"criterion {self.criterion!r} needs data: pass data=x"
+                    f"{' with targets, data=(x, y), and a loss' if needs.needs_loss else ''}"
+                )
+            if needs.needs_loss and self.loss is None:
+                raise PruningError(f"criterion {self.criterion!r} needs a loss: pass loss=...")
+
+
+def _options(
+    options: PruneOptions | None, criterion: Any, overrides: dict[str, Any]
+) -> PruneOptions:
+    if options is not None:
+        if not isinstance(options, PruneOptions):
+            raise PruningError(f"options must be a kgraph.PruneOptions, got {options!r}")
+        return attrs.evolve(options, **overrides) if overrides else options
+    unknown = sorted(set(overrides) - {f.name for f in attrs.fields(PruneOptions)})
+    if unknown:
+        raise PruningError(
+            f"unknown pruning option(s) {unknown}; the options are "
+            f"{[f.name for f in attrs.fields(PruneOptions)]}"
+        )
+    return PruneOptions(criterion=criterion, **overrides)
+
+
+def _names(graph: GraphData, layers: Iterable[LayerRef]) -> set[str]:
+    return {name for layer in layers for name in graph.find(layer)}
+
+
+def _group_ratios(
+    graph: Graph, groups: Sequence[ChannelGroup], ratio: float, ratios: Mapping[LayerRef, Any]
+) -> list[float | None]:
+    """The ratio of each group: `ratios` for a listed member, else `ratio`; None: global."""
+    chosen: dict[int, tuple[float, str]] = {}
+    for layer, value in ratios.items():
+        value = _check_ratio(value, f"ratios[{layer!r}]")
+        for name in graph.find(layer):
+            group = group_of(graph, name)
+            if group is None or group not in groups:
+                continue
+            index = groups.index(group)
+            if index in chosen and chosen[index][0] != value:
+                raise PruningError(
+                    f"ratios give {chosen[index][0]} to {chosen[index][1]!r} and {value} to "
+                    f"{name!r}, which share a channel group; give them the same ratio"
+                )
+            chosen[index] = (value, name)
+    return [chosen[i][0] if i in chosen else None for i in range(len(groups))]
+
+
+def _keep_count(alive_count: int, remove: int, min_channels: int, round_to: int | None) -> int:
+    keep = max(alive_count - remove, min_channels, 1)
+    if round_to:
+        keep = round_to * math.ceil(keep / round_to)
+    return min(keep, alive_count)
+
+
+def _lowest(
+    group: ChannelGroup, scores: np.ndarray, kept: np.ndarray, count: int, min_channels: int
+) -> list[int]:
+    """The `count` lowest-scoring kept channels of `group`, skipping any whose deletion
+    would leave one of its owners (a slice of the group when a Concatenate put owners
+    side by side, as in InceptionResNetV2) with fewer than `min_channels` channels."""
+    candidates = np.flatnonzero(kept)
+    order = candidates[np.argsort(scores[candidates], kind="stable")]
+    slices = list(zip(group.offsets, group.widths)) or [(0, kept.size)]
+    left = [int(kept[start : start + width].sum()) for start, width in slices]
+    chosen: list[int] = []
+    for channel in order.tolist():
+        if len(chosen) == count:
+            break
+        hit = [i for i, (start, width) in enumerate(slices) if start <= channel < start + width]
+        if any(left[i] <= max(min_channels, 1) for i in hit):
+            continue
+        for i in hit:
+            left[i] -= 1
+        chosen.append(channel)
+    return sorted(chosen)
+
+
+def _nothing_to_prune(options: PruneOptions, why: str) -> None:
+    message = f"nothing to prune: {why}"
+    if options.strict:
+        raise PruningError(message)
+    log.warning("%s", message)
+
+
+def plan_pruning(
+    graph: GraphData,
+    ratio: float = 0.5,
+    criterion: Any = "l1",
+    *,
+    options: PruneOptions | None = None,
+    **overrides: Any,
+) -> list[tuple[ChannelGroup, list[int]]]:
+    """The channels `prune` would delete: `(group, channels in group coordinates)` pairs.
+
+    Options are those of `PruneOptions`, given one by one or as `options=`.
+    """
+    ratio = _check_ratio(ratio, "ratio")
+    options = _options(options, criterion, overrides)
+    skipped = _names(graph, options.ignore)
+    all_groups = channel_groups(graph)
+    groups = [g for g in all_groups if g.prunable and not skipped.intersection(g.members)]
+    if not groups:
+        reasons = sorted({g.reason for g in all_groups if not g.prunable})
+        why = "; ".join(reasons[:3]) if reasons else "the model has no layer with own channels"
+        _nothing_to_prune(options, f"no channel group of {graph.name!r} can be pruned ({why})")
+        return []
+    own_ratios = _group_ratios(graph, groups, ratio, options.ratios)
+    scores = importance(
+        graph,
+        groups,
+        options.criterion,
+        data=options.data,
+        loss=options.loss,
+        batch_size=options.batch_size,
+        seed=options.seed,
+    )
+    kept = [alive(graph, g) for g in groups]
+    min_channels, round_to = options.min_channels, options.round_to
+    plans: dict[int, list[int]] = {}
+    pool = []
+    unscored = []
+    for i, (group, score, mask) in enumerate(zip(groups, scores, kept)):
+        if np.isnan(score[mask]).any():
+            unscored.append(group.owners[0])
+            continue
+        if options.scope == "local" or own_ratios[i] is not None:
+            r = own_ratios[i] if own_ratios[i] is not None else ratio
+            n = int(mask.sum())
+            keep = _keep_count(n, math.floor(n * r), min_channels, round_to)
+            plans[i] = _lowest(group, score, mask, n - keep, min_channels)
+        else:
+            mean = float(np.mean(score[mask]))
+            normalised = score / mean if mean > 0 else score
+            pool += [(normalised[c], i, c) for c in np.flatnonzero(mask)]
+    if unscored:
+        log.info("criterion %r has no scores for the groups of %s", options.criterion, unscored)
+    if pool:
+        total = len(pool)
+        pool.sort(key=lambda item: item[0])
+        removed: dict[int, int] = {}
+        limit = {i: int(kept[i].sum()) - max(min_channels, 1) for _, i, _ in pool}
+        for _, i, _ in pool:
+            if sum(removed.values()) >= math.floor(total * ratio):
+                break
+            if removed.get(i, 0) < limit[i]:
+                removed[i] = removed.get(i, 0) + 1
+        for i, count in removed.items():
+            n = int(kept[i].sum())
+            keep = _keep_count(n, count, min_channels, round_to)
+            plans[i] = _lowest(groups[i], scores[i], kept[i], n - keep, min_channels)
+    plan = [(groups[i], channels) for i, channels in sorted(plans.items()) if channels]
+    if not plan and ratio > 0:
+        if len(unscored) == len(groups):
+            why = f"criterion {options.criterion!r} scores none of the {len(groups)} groups"
+        else:
+            why = (
+                f"ratio {ratio} deletes no channel of {len(groups)} groups "
+                f"(min_channels={min_channels}, round_to={round_to})"
+            )
+        _nothing_to_prune(options, why)
+    return plan
+
+
+def apply_plan(graph: Graph, plan: Sequence[tuple[ChannelGroup, Sequence[int]]]) -> Graph:
+    """`graph` with the channels of `plan` (from `plan_pruning`) deleted."""
+    return graph.apply(*(DeleteGroupChannels(group.owners[0], ch) for group, ch in plan))
+
+
+def prune_graph(
+    graph: Graph,
+    ratio: float = 0.5,
+    criterion: Any = "l1",
+    *,
+    options: PruneOptions | None = None,
+    **overrides: Any,
+) -> Graph:
+    """`graph` with the channels `plan_pruning` chooses deleted (see `PruneOptions`)."""
+    options = _options(options, criterion, overrides)
+    plan = plan_pruning(graph, ratio, options=options)
+    pruned = apply_plan(graph, plan)
+    removed = sum(len(ch) for _, ch in plan)
+    log.info(
+        "pruned %d channels from %d groups (%s, ratio %s)",
+        removed,
+        len(plan),
+        options.criterion,
+        ratio,
+    )
+    return pruned
+
+
+def prune(
+    model: keras.Model,
+    ratio: float = 0.5,
+    criterion: Any = "l1",
+    *,
+    options: PruneOptions | None = None,
+    **overrides: Any,
+) -> keras.Model:
+    """A pruned copy of `model`: the lowest-scoring channels of every prunable group deleted.
+
+    Args:
+        ratio: fraction of each group's channels to delete (local), or of all
+            prunable channels (global).
+        criterion: "l1", "l2", "bn_scale", "apoz", "taylor", "random" or a callable
+            `(graph, group) -> scores` (see `kgraph.importance`).
+        options, **overrides: the other options of `PruneOptions` (scope, data,
+            loss, round_to, min_channels, ignore, ratios, batch_size, seed, strict),
+            as one record or one by one.
+
+    The model is not changed; the result is lowered once and is not compiled. When
+    nothing can be pruned, a WARNING says why (a `PruningError` with `strict=True`).
+
+    Example:
+        >>> small = kgraph.prune(model, 0.5, "l1", scope="global", round_to=8)
+    """
+    options = _options(options, criterion, overrides)
+    return prune_graph(lift(model), ratio, options=options).lower()
+
+
+def iterative_prune(
+    model: keras.Model,
+    steps: int,
+    ratio: float,
+    fit: Any,
+    criterion: Any = "l1",
+    **options: Any,
+) -> keras.Model:
+    """Delete `ratio` of the channels in `steps` rounds, fine-tuning after each.
+
+    Each round prunes `1 - (1 - ratio) ** (1 / steps)` of what is left with
+    `kgraph.prune(..., criterion, **options)`, then calls `fit(model, round)`,
+    which trains the (uncompiled) model and may return a replacement.
+
+    Example:
+        >>> def fit(model, step):
+        ...     model.compile("adam", "sparse_categorical_crossentropy")
+        ...     model.fit(x, y, epochs=1, verbose=0)
+        >>> small = kgraph.iterative_prune(model, steps=3, ratio=0.5, fit=fit)
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise PruningError(f"steps must be a positive integer, got {steps!r}")
+    ratio = _check_ratio(ratio, "ratio")
+    if not callable(fit):
+        raise PruningError(f"fit must be a callable fit(model, step), got {fit!r}")
+    per_step = 1 - (1 - ratio) ** (1 / steps)
+    for step in range(steps):
+        model = prune(model, per_step, criterion, **options)
+        log.info(
+            "iterative pruning: round %d/%d pruned %.3f of the channels", step + 1, steps, per_step
+        )
+        result = fit(model, step)
+        if isinstance(result, keras.Model):
+            model = result
+    return model
