@@ -36,6 +36,7 @@ from kgraph.passes import (
     PassResult,
     PropagateMasks,
     ReplaceLayer,
+    ReplaceMatching,
     Sparsify,
 )
 from kgraph.pruning import PruneOptions, iterative_prune, prune
@@ -75,6 +76,7 @@ __all__ = [
     "PruneOptions",
     "PruningError",
     "ReplaceLayer",
+    "ReplaceMatching",
     "Rule",
     "RuleSet",
     "Slot",

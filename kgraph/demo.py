@@ -30,6 +30,7 @@ import numpy as np
 
 import kgraph
 from kgraph.cli import CommandError, out, table
+from kgraph.cli import main as cli_main
 from kgraph.pruning import prune_graph
 from kgraph.stats import Stats, human
 
@@ -226,9 +227,7 @@ def _table(results: Sequence[Variant], tested: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`kgraph demo` with `argv` (default: sys.argv[1:]); returns the exit code."""
-    from kgraph.cli import main as cli
-
-    return cli(["demo", *(sys.argv[1:] if argv is None else argv)])
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -287,13 +287,22 @@ class Node:
         return f"Node({self.name!r}, {self.class_name})"
 
 
+def _leaves(template: Any) -> Iterator[Any]:
+    """The leaves of nested lists, tuples and mappings (mappings by sorted key, as Keras
+    flattens them)."""
+    if isinstance(template, (list, tuple)):
+        for item in template:
+            yield from _leaves(item)
+    elif isinstance(template, Mapping):
+        for key in sorted(template):
+            yield from _leaves(template[key])
+    else:
+        yield template
+
+
 def slots_in(template: Any) -> list[int]:
     """Indices of the `Slot` placeholders in (part of) a call template, in order."""
-    from keras import tree
-
-    if template is None:
-        return []
-    return [leaf.index for leaf in tree.flatten(template) if isinstance(leaf, Slot)]
+    return [leaf.index for leaf in _leaves(template) if isinstance(leaf, Slot)]
 
 
 def same_layer(first: Node, other: Node) -> bool:

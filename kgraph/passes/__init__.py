@@ -13,6 +13,7 @@ from kgraph.passes.eliminate_dead_nodes import EliminateDeadNodes
 from kgraph.passes.insert_layer import InsertLayer
 from kgraph.passes.propagate_masks import PropagateMasks
 from kgraph.passes.replace_layer import ReplaceLayer
+from kgraph.passes.replace_matching import ReplaceMatching
 from kgraph.passes.sparsify import Sparsify
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "PassResult",
     "PropagateMasks",
     "ReplaceLayer",
+    "ReplaceMatching",
     "Sparsify",
 ]
