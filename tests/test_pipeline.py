@@ -72,11 +72,11 @@ def test_wrappers_ask_the_graph_s_rule_set_for_the_layer_they_wrap() -> None:
 
 
 def test_rule_sets_refuse_what_is_not_a_rule() -> None:
-    with pytest.raises(kgraph.KGraphError, match="must be a kgraph.rules.Rule"):
+    with pytest.raises(kgraph.KGraphError, match=r"must be a kgraph\.rules\.Rule"):
         RuleSet({ChannelScale: object()})
     with pytest.raises(kgraph.KGraphError, match="registered for a class"):
         RuleSet({"ChannelScale": ScaleRule()})
-    with pytest.raises(kgraph.KGraphError, match="must be a kgraph.rules.RuleSet"):
+    with pytest.raises(kgraph.KGraphError, match=r"must be a kgraph\.rules\.RuleSet"):
         kgraph.lift(scaled_model(), rules={ChannelScale: ScaleRule()})
 
 
