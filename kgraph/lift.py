@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import inspect
 import itertools
 import logging
@@ -136,15 +137,28 @@ class _Lifter:
 
 
 def _template(keras_node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's (args, kwargs) with every KerasTensor replaced by its `Slot`."""
+    """The call's (args, kwargs) with every KerasTensor replaced by its `Slot`.
+
+    Slots are numbered in the order Keras lists the call's input tensors (its
+    `tree.flatten` order: dictionaries by sorted key), whatever the backend's own
+    traversal order of dictionaries is.
+    """
     counter = itertools.count()
 
-    def to_slot(value: Any) -> Any:
-        return Slot(next(counter)) if isinstance(value, keras.KerasTensor) else value
+    def to_slots(value: Any) -> Any:
+        if isinstance(value, keras.KerasTensor):
+            return Slot(next(counter))
+        if isinstance(value, dict) and not isinstance(value, collections.OrderedDict):
+            ordered = {key: to_slots(value[key]) for key in sorted(value)}
+            return type(value)((key, ordered[key]) for key in value)
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            return type(value)(to_slots(item) for item in value)
+        if isinstance(value, collections.OrderedDict):
+            return type(value)((key, to_slots(item)) for key, item in value.items())
+        return value
 
-    args = keras.tree.map_structure(to_slot, tuple(keras_node.arguments.args))
-    kwargs = keras.tree.map_structure(to_slot, dict(keras_node.arguments.kwargs))
-    return tuple(args), dict(kwargs)
+    args, kwargs = to_slots((tuple(keras_node.arguments.args), dict(keras_node.arguments.kwargs)))
+    return args, kwargs
 
 
 def _config(operation: Any, name: str) -> dict[str, Any]:

@@ -321,3 +321,18 @@ def test_the_graph_keeps_the_weights_it_lifted_when_the_original_changes() -> No
     np.testing.assert_array_equal(lowered.get_layer("hidden").get_weights()[0], lifted["hidden"][0])
     with pytest.raises(ValueError):  # read-only: nobody writes through the views either
         graph.node("out").weights[0][0, 0] = 1.0
+
+
+def test_tensor_keyword_arguments_keep_their_slots_in_any_order() -> None:
+    # slots follow Keras' order of a call's input tensors (dicts by sorted key), also
+    # on backends whose own traversal keeps insertion order (torch)
+    class KeywordsOnly(keras.layers.Layer):
+        def call(self, *, zeta, alpha):
+            return zeta - 2 * alpha
+
+    x, y = keras.Input((3,), name="x"), keras.Input((3,), name="y")
+    model = keras.Model([x, y], KeywordsOnly(name="kw")(zeta=x, alpha=y))
+    a = np.arange(6, dtype="float32").reshape(2, 3)
+    b = np.ones((2, 3), dtype="float32")
+    lowered = kgraph.lift(model).lower()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(lowered([a, b])), a - 2 * b)
