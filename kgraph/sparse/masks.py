@@ -74,22 +74,33 @@ def check_options(
     return float(sparsity)
 
 
+def _as_float(weight: Any) -> np.ndarray:
+    """`weight` as a float array: float32/float64 as they are (ranks do not change), others
+    (float16, bfloat16, integers) as float64."""
+    array = np.asarray(weight)
+    return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
+
+
 def _as_matrix(weight: np.ndarray) -> np.ndarray:
     """A kernel as (inputs, outputs): every axis but the last folded into rows."""
     return weight.reshape(-1, weight.shape[-1]) if weight.ndim > 1 else weight.reshape(-1, 1)
 
 
-def _block_scores(scores: np.ndarray, block: tuple[int, int]) -> np.ndarray:
-    """Mean score of every (rows x columns) block of a 2-D array (edges padded)."""
+def _block_scores(scores: np.ndarray, block: tuple[int, int], pooling: str = "mean") -> np.ndarray:
+    """Mean (or max) score of every (rows x columns) block of a 2-D array (edges padded)."""
+    if tuple(block) == (1, 1):
+        return scores
     r, c = block
     rows, cols = scores.shape
     padded = np.full((math.ceil(rows / r) * r, math.ceil(cols / c) * c), np.nan)
     padded[:rows, :cols] = scores
     blocks = padded.reshape(padded.shape[0] // r, r, padded.shape[1] // c, c)
-    return np.nanmean(blocks, axis=(1, 3))
+    return (np.nanmax if pooling == "max" else np.nanmean)(blocks, axis=(1, 3))
 
 
 def _expand(block_keep: np.ndarray, block: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    if tuple(block) == (1, 1):
+        return block_keep
     r, c = block
     return np.repeat(np.repeat(block_keep, r, axis=0), c, axis=1)[: shape[0], : shape[1]]
 
@@ -110,11 +121,16 @@ def _n_m_mask(scores: np.ndarray, n: int, m: int, name: str) -> np.ndarray:
 
 
 def _lowest(scores: np.ndarray, count: int) -> np.ndarray:
-    """Boolean mask keeping all but the `count` lowest (NaN never counts)."""
-    flat = scores.reshape(-1)
-    keep = np.ones(flat.size, dtype=bool)
-    order = np.argsort(np.where(np.isnan(flat), np.inf, flat), kind="stable")
-    keep[order[:count]] = False
+    """Boolean mask keeping all but the `count` lowest (NaN never counts; equal scores
+    go in order of position, as a stable sort would take them)."""
+    flat = np.where(np.isnan(scores), np.inf, scores).reshape(-1)
+    if count <= 0 or count >= flat.size:
+        return np.full(scores.shape, count <= 0)
+    # a partition, not a sort: linear time also for a global ranking of a whole model
+    kth = np.partition(flat, count - 1)[count - 1]
+    keep = flat >= kth
+    ties = np.flatnonzero(flat == kth)
+    keep[ties[: count - (flat.size - np.count_nonzero(keep))]] = False
     return keep.reshape(scores.shape)
 
 
@@ -127,20 +143,24 @@ def weight_masks(
     block: tuple[int, int] = (1, 1),
     n_m: tuple[int, int] | None = None,
     seed: int = 0,
+    block_pooling: str = "mean",
 ) -> dict[str, np.ndarray]:
     """A keep-mask (True = keep) for every weight, reaching `sparsity` zeros.
 
     `scope="layer"` gives every weight tensor the sparsity, `"global"` ranks all of
     them together. `block=(r, c)` zeroes whole r x c blocks of the kernel seen as
-    (inputs, outputs); `n_m=(2, 4)` keeps 2 of every 4 consecutive inputs.
+    (inputs, outputs), ranked by the mean score of each block (`block_pooling="max"`:
+    by its largest); `n_m=(2, 4)` keeps 2 of every 4 consecutive inputs.
     """
     target = check_options(sparsity, criterion, scope, tuple(block), n_m)
+    if block_pooling not in ("mean", "max"):
+        raise SparsityError(f"block_pooling must be 'mean' or 'max', got {block_pooling!r}")
     rng = np.random.default_rng(seed)
     scores: dict[str, np.ndarray] = {}
     for name, weight in weights.items():
-        matrix = _as_matrix(np.asarray(weight, dtype=np.float64))
+        matrix = _as_matrix(_as_float(weight))
         raw = np.abs(matrix) if criterion == "magnitude" else rng.random(matrix.shape)
-        scores[name] = raw if n_m is not None else _block_scores(raw, tuple(block))
+        scores[name] = raw if n_m is not None else _block_scores(raw, block, block_pooling)
     if n_m is not None:
         masks = {name: _n_m_mask(s, n_m[0], n_m[1], name) for name, s in scores.items()}
     elif scope == "layer":

@@ -151,7 +151,8 @@ class GradualPruning(keras.callbacks.Callback):
         if not self.schedule.should_prune(self.step):
             return
         sparsity = None if self.options["n_m"] else self.schedule.sparsity(self.step)
-        values = {path: np.asarray(v) for path, v in self.variables.items()}
+        self._sync()
+        values = {path: keras.ops.convert_to_numpy(v) for path, v in self.variables.items()}
         self.masks = weight_masks(values, sparsity, seed=self.seed + self.step, **self.options)
         log.debug("step %d: masks for sparsity %s", self.step, sparsity)
         self._apply()
@@ -160,7 +161,14 @@ class GradualPruning(keras.callbacks.Callback):
         self._apply()
         self.step += 1
 
+    def _sync(self) -> None:
+        """Bring the training state into the variables: on JAX it lives outside them
+        mid-epoch, and Keras' `Callback.model` property writes it back."""
+        _ = self.model
+
     def _apply(self) -> None:
+        if self.masks:
+            self._sync()
         for path, mask in self.masks.items():
             variable = self.variables[path]
-            variable.assign(np.asarray(variable) * mask.astype(np.asarray(variable).dtype))
+            variable.assign(keras.ops.multiply(variable, mask.astype(variable.dtype)))

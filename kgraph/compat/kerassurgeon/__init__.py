@@ -7,6 +7,12 @@ Change one import and kerassurgeon code runs on Keras 3 models:
     >>> apoz = identify.get_apoz(model, "conv1", x_val)
     >>> smaller = delete_channels(model, "conv1", identify.high_apoz(apoz))
 
+Also `utils` (kerassurgeon's helpers, for Keras 3 nodes) and `prune(layer, threshold=...)`,
+which zeroes a layer's smallest (or random) weights in place:
+
+    >>> from kgraph.compat import kerassurgeon
+    >>> kerassurgeon.prune(model.get_layer("conv1"), threshold=0.5)
+
 Differences from kerassurgeon, all on purpose:
 
 - Every operation returns an independent model and never modifies its input;
@@ -18,7 +24,19 @@ Differences from kerassurgeon, all on purpose:
   (kerassurgeon summed the per-call fractions).
 """
 
-from kgraph.compat.kerassurgeon import identify, operations
+from kgraph.compat.kerassurgeon import identify, operations, utils
+from kgraph.compat.kerassurgeon.magnitude import prunable, prune
 from kgraph.compat.kerassurgeon.surgeon import KerasSurgeonError, Surgeon
 
-__all__ = ["KerasSurgeonError", "Surgeon", "identify", "operations"]
+__version__ = "0.2.0"  # the kerassurgeon release whose API this mirrors
+
+__all__ = [
+    "KerasSurgeonError",
+    "Surgeon",
+    "__version__",
+    "identify",
+    "operations",
+    "prunable",
+    "prune",
+    "utils",
+]

@@ -183,6 +183,28 @@ class Surgeon:
         """The kgraph passes queued so far, in the order the jobs were added."""
         return tuple(self._passes)
 
+    @property
+    def nodes(self) -> list[Any]:
+        """The Keras nodes (layer calls) that have a job, in the order the jobs were added.
+
+        As kerassurgeon's `Surgeon.nodes`: `nodes[i].operation` is the layer, and
+        `layer._inbound_nodes.index(node)` the call's node index. Calls of layers inside
+        a nested model are not nodes of the model and are left out.
+
+        Example:
+            >>> surgeon.add_job("delete_channels", "dense_1", channels=[0])
+            >>> surgeon.nodes[0].operation.name
+            'dense_1'
+        """
+        if self._calls is None:
+            self._calls = match_calls(self.model, self._graph)
+        by_name = {
+            self._calls[id(node)]: node
+            for node in model_nodes(self.model)
+            if id(node) in self._calls
+        }
+        return [by_name[name] for name in self._claimed if name in by_name]
+
     def add_job(
         self,
         job: str,
