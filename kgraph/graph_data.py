@@ -195,6 +195,12 @@ class GraphData:
             "(or it was removed by an earlier pass); pass a layer of the lifted model or its name"
         )
 
+    def find_within(self, prefix: str) -> list[str]:
+        """Names of the nodes whose path lies inside `prefix` (`"block"` finds
+        `"block/attention"`, ...), in topological order."""
+        start = prefix.rstrip("/") + "/"
+        return [n.name for n in self.nodes() if n.path.startswith(start)]
+
     def find_calls(self, layer: LayerRef, calls: Sequence[int] | None = None) -> list[str]:
         """Like `find`, restricted to the calls whose `call_index` is in `calls` (None: all)."""
         names = self.find(layer)

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import itertools
 import logging
@@ -27,14 +28,16 @@ import keras
 import networkx as nx
 import numpy as np
 
+from kgraph.configs import rebuild_config
 from kgraph.errors import KGraphError, LiftError
 from kgraph.graph import Graph
 from kgraph.ir import Node, Slot
 from kgraph.keras_utils import functional_of, layer_weight_names, nodes_in_order, tensor_record
 from kgraph.passes.propagate_masks import update_node
 from kgraph.rules import DEFAULT_RULES
-from kgraph.rules.base import fresh_output
+from kgraph.rules.base import OPAQUE_REASON, OpaqueRule, fresh_output
 from kgraph.rules.registry import RuleSet
+from kgraph.trace import TracedCall, is_composite, tracing
 
 __all__ = ["lift"]
 
@@ -57,18 +60,28 @@ class _Call:
 
 
 class _Lifter:
-    def __init__(self, functional: Any) -> None:
+    def __init__(self, functional: Any, rules: RuleSet, traces: contextlib.ExitStack) -> None:
         self.calls: list[_Call] = []
         self.ids = itertools.count()
         self.names: dict[int, str] = {}  # id(layer) -> unique layer name
         self.taken = {op.name for op in functional.operations}
         self.inputs: list[tuple[int, Any, Any]] = []  # (call id, keras tensor, input layer)
+        self.rules = rules
+        self.traces = traces  # keeps each trace's Keras nodes until lifting ends
+        self.opaque: dict[int, str] = {}  # id(layer) -> why it could not be traced
+        self.traced: set[str] = set()  # prefixes of traced calls: their layers get prefixed
+
+    def expands(self, operation: Any) -> bool:
+        """Whether to trace a call of `operation` (a composite layer without a rule)."""
+        rule = self.rules.rule_for_class(type(operation))
+        return isinstance(rule, OpaqueRule) and is_composite(operation)
 
     def layer_name(self, operation: Any, prefix: str) -> str:
         key = id(operation)
         if key not in self.names:
             name = operation.name
-            if prefix and name in self.taken:
+            inside_trace = any(prefix == t or prefix.startswith(t + "/") for t in self.traced)
+            if prefix and (name in self.taken or inside_trace):
                 base = f"{prefix.replace('/', '_')}_{name}"
                 name, i = base, 0
                 while name in self.taken:
@@ -88,6 +101,11 @@ class _Lifter:
             if isinstance(operation, keras.Model):  # a nested model: inline its layers
                 self.inline(operation, keras_node, sources, env, prefix, training)
                 continue
+            if self.expands(operation):  # a composite layer: inline its traced call
+                traced = self.trace(operation, keras_node)
+                if traced is not None:
+                    self.inline_traced(traced, keras_node, env, prefix, training)
+                    continue
             call = _Call(
                 id=next(self.ids),
                 operation=operation,
@@ -128,6 +146,44 @@ class _Lifter:
         for outer, inner_out in zip(keras_node.outputs, inner.outputs):
             env[id(outer)] = inner_env[id(inner_out)]
 
+    def trace(self, operation: Any, keras_node: Any) -> TracedCall | None:
+        """The traced call, or None (the layer stays one node) when it cannot be traced."""
+        arguments = keras_node.arguments
+        try:
+            return self.traces.enter_context(
+                tracing(operation, arguments.args, arguments.kwargs, expand=self.expands)
+            )
+        except LiftError as error:
+            log.info("lift: %s stays one node: %s", operation.name, error)
+            self.opaque[id(operation)] = str(error)
+            return None
+
+    def inline_traced(
+        self,
+        traced: TracedCall,
+        keras_node: Any,
+        env: dict[int, _Ref],
+        prefix: str,
+        training: Any,
+    ) -> None:
+        inner = traced.model
+        arguments = keras_node.arguments
+        outer_inputs = traced.input_values(arguments.args, arguments.kwargs)
+        inner_env = {id(i): env[id(o)] for i, o in zip(inner.inputs, outer_inputs)}
+        call_training = arguments.kwargs.get("training")
+        inner_training = training if call_training is None else call_training
+        inner_prefix = f"{prefix}/{inner.name}" if prefix else inner.name
+        self.traced.add(inner_prefix)
+        self.walk(inner, inner_env, inner_prefix, inner_training)
+        outer_outputs, inner_outputs = keras_node.outputs, keras.tree.flatten(inner.outputs)
+        if len(outer_outputs) != len(inner_outputs):
+            raise LiftError(
+                f"the trace of {traced.layer.name!r} ({type(traced.layer).__name__}) has "
+                f"{len(inner_outputs)} outputs but the call has {len(outer_outputs)}"
+            )
+        for outer, inner_out in zip(outer_outputs, inner_outputs):
+            env[id(outer)] = inner_env[id(inner_out)]
+
     def input_nodes(self, functional: Any, env: dict[int, _Ref]) -> None:
         for tensor in functional.inputs:
             layer = tensor._keras_history.operation
@@ -161,17 +217,15 @@ def _template(keras_node: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
-def _config(operation: Any, name: str) -> dict[str, Any]:
-    try:
-        config = dict(operation.get_config())
-    except Exception as error:  # custom layers without get_config raise various errors
-        config = None if isinstance(operation, keras.layers.Layer) else _op_arguments(operation)
-        if config is None:
-            raise LiftError(
-                f"layer {operation.name!r} ({type(operation).__name__}) has no usable "
-                f"get_config(), so kgraph could not rebuild it ({error}); implement "
-                "get_config() for it"
-            ) from error
+def _config(operation: Any, keras_node: Any, name: str) -> dict[str, Any]:
+    config = rebuild_config(operation, keras_node)
+    if config is None:
+        config = _op_arguments(operation)
+    if config is None:
+        raise LiftError(
+            f"operation {operation.name!r} ({type(operation).__name__}) has no usable "
+            "get_config(), so kgraph could not rebuild it; implement get_config() for it"
+        )
     config["name"] = name
     return config
 
@@ -205,7 +259,7 @@ def _call_node(call: _Call, node_name: str, call_index: int, weights: Any) -> No
         name=node_name,
         kind="layer" if is_layer else "op",
         cls=type(operation),
-        config=_config(operation, call.layer_name),
+        config=_config(operation, call.keras_node, call.layer_name),
         layer=call.layer_name,
         call_index=call_index,
         args=args,
@@ -228,12 +282,22 @@ def lift(model: keras.Model, *, rules: RuleSet | None = None) -> Graph:
     """
     if rules is not None and not isinstance(rules, RuleSet):
         raise KGraphError(f"rules must be a kgraph.rules.RuleSet, got {type(rules).__name__}")
+    rules = DEFAULT_RULES if rules is None else rules
     functional = functional_of(model)
-    lifter = _Lifter(functional)
-    env: dict[int, _Ref] = {}
-    lifter.input_nodes(functional, env)
-    lifter.walk(functional, env, "", None)
+    with contextlib.ExitStack() as traces:
+        lifter = _Lifter(functional, rules, traces)
+        env: dict[int, _Ref] = {}
+        lifter.input_nodes(functional, env)
+        lifter.walk(functional, env, "", None)
+        graph = _build(model, functional, lifter, env, rules)
+    _infer_masks(graph)
+    return graph.freeze()
 
+
+def _build(
+    model: Any, functional: Any, lifter: _Lifter, env: dict[int, _Ref], rules: RuleSet
+) -> Graph:
+    """The graph of the calls `lifter` found (while the traces' Keras nodes exist)."""
     g = nx.MultiDiGraph()
     node_names: dict[int, str] = {}
     for call_id, tensor, layer in lifter.inputs:
@@ -255,7 +319,10 @@ def lift(model: keras.Model, *, rules: RuleSet | None = None) -> Graph:
         index = siblings.index(call)
         name = call.layer_name if len(siblings) == 1 else f"{call.layer_name}@{index}"
         node_names[call.id] = name
-        g.add_node(name, node=_call_node(call, name, index, weights_of[id(operation)]))
+        node = _call_node(call, name, index, weights_of[id(operation)])
+        if id(operation) in lifter.opaque:
+            node = attrs.evolve(node, meta={OPAQUE_REASON: lifter.opaque[id(operation)]})
+        g.add_node(name, node=node)
     for call in lifter.calls:
         for slot, (src, src_slot) in enumerate(call.sources):
             g.add_edge(node_names[src], node_names[call.id], key=slot, src=src_slot)
@@ -279,10 +346,9 @@ def lift(model: keras.Model, *, rules: RuleSet | None = None) -> Graph:
         outputs=outputs_struct,
         input_names=keras.tree.flatten(inputs_struct),
         output_names=keras.tree.flatten(outputs_struct),
-        rules=DEFAULT_RULES if rules is None else rules,
+        rules=rules,
     )
-    _infer_masks(graph)
-    return graph.freeze()
+    return graph
 
 
 def _weights(operation: Any) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:

@@ -84,7 +84,12 @@ def lower(graph: GraphData) -> keras.Model:
             layer, outputs = _build(node, values)
             layers[node.layer] = (layer, node)
             _finalize(layer)
+        dense = not any(getattr(v, "sparse", False) for v in values)
         for slot, tensor in enumerate(keras.tree.flatten(outputs)):
+            if dense and getattr(tensor, "sparse", False):
+                # Keras 3.15 marks `x * constant` sparse (it takes a constant for a sparse
+                # operand); no sparse input, no sparse output. The tensor is ours.
+                tensor._sparse = False
             tensors[(name, slot)] = tensor
     inputs = [tensors[(n, 0)] for n in graph.input_names]
     outputs = [tensors[graph.producers(n)[0]] for n in graph.output_names]

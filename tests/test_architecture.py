@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("rules", ["rules", "rules.*"]),
     ("analysis", ["groups", "stats", "verify", "view", "printing", "dump", "sparse", "sparse.*"]),
     ("passes", ["passes", "passes.*"]),
-    ("lift/lower", ["weight_feed", "lower", "graph", "trace", "lift"]),
+    ("lift/lower", ["weight_feed", "lower", "graph", "trace", "configs", "lift"]),
 ]
 DEFERRED_IMPORTS_ALLOWED = {"kgraph.cli"}  # start-up time: `kgraph --help` loads no backend
 

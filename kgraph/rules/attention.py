@@ -41,7 +41,14 @@ from kgraph.rules.base import (
     positions,
     take_weight,
 )
-from kgraph.rules.capabilities import ChecksWeights, CountsMacs, HasChannelNorms, HasCouplings
+from kgraph.rules.capabilities import (
+    ChecksWeights,
+    CountsMacs,
+    HasChannelNorms,
+    HasCouplings,
+    HasHeads,
+    HeadMasks,
+)
 from kgraph.rules.merge import check_same_channels
 
 __all__ = ["DotAttentionRule", "MultiHeadAttentionRule", "head_mask"]
@@ -72,7 +79,7 @@ def _roles(node: Node) -> dict[str, int]:
     return {role: slot for role, slot in found.items() if slot is not None}
 
 
-class MultiHeadAttentionRule(Rule, CountsMacs, HasChannelNorms, ChecksWeights):
+class MultiHeadAttentionRule(Rule, HasHeads, CountsMacs, HasChannelNorms, ChecksWeights):
     """MultiHeadAttention: absorbs its inputs' channels; owns its output with `output_shape`."""
 
     owns_channels = True
@@ -167,8 +174,27 @@ class MultiHeadAttentionRule(Rule, CountsMacs, HasChannelNorms, ChecksWeights):
             total += np.abs(node.weight("attention_output/bias")) ** order
         return total ** (1.0 / order)
 
-    def delete_heads(self, node: Node, heads: np.ndarray) -> Node:
-        """`node` keeping only the lifted `heads` (a mask over the heads it was lifted with)."""
+    def head_masks(self, node: Node) -> HeadMasks:
+        return HeadMasks(head_mask(node))
+
+    def head_norms(self, node: Node, order: int) -> np.ndarray:
+        total = 0.0
+        for role in PROJECTIONS:
+            kernel = np.moveaxis(np.asarray(node.weight(f"{role}/kernel"), np.float64), 1, 0)
+            total = total + (np.abs(kernel) ** order).reshape(kernel.shape[0], -1).sum(axis=1)
+        output = np.asarray(node.weight("attention_output/kernel"), np.float64)
+        total = total + (np.abs(output) ** order).reshape(output.shape[0], -1).sum(axis=1)
+        return total ** (1.0 / order)
+
+    def delete_heads(self, node: Node, query: np.ndarray, kv: np.ndarray | None = None) -> Node:
+        """`node` keeping only the lifted heads `query` (a mask over the heads it was
+        lifted with); MultiHeadAttention has no key/value head groups (`kv`)."""
+        if kv is not None:
+            raise ChannelError(
+                f"{node.describe()} has no key/value head groups (every head has its own "
+                "key and value); delete heads with heads=[...]"
+            )
+        heads = query
         old = head_mask(node)
         if not heads.any():
             raise ChannelError(f"cannot delete every head of {node.describe()}; keep at least one")

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from kgraph.rules.registry import RuleSet
 
 __all__ = [
+    "OPAQUE_REASON",
     "NestedRule",
     "OpaqueRule",
     "Rule",
@@ -61,6 +62,9 @@ __all__ = [
 ]
 
 _space_ids = itertools.count()
+
+#: meta key: why `lift` could not see inside a composite layer (it stays one node)
+OPAQUE_REASON = "opaque_reason"
 
 
 class Rule:
@@ -172,10 +176,12 @@ class OpaqueRule(Rule):
 
     def unsupported(self, node: Node, tensor: Tensor, slot: int, why: str = "") -> KGraphError:
         target = node.class_name if node.kind == "layer" else node.class_path
+        inside = node.meta.get(OPAQUE_REASON)
+        seen = f" kgraph could not see inside it either: {inside}." if inside else ""
         return UnsupportedLayerError(
             f"channels deleted upstream reach input {slot} of {node.describe()}, and kgraph "
-            f"has no rule for {target}, so it cannot tell how to slice it. Register one "
-            f"with kgraph.register_rule({target}, rule) (see docs/rules.md), or delete "
+            f"has no rule for {target}, so it cannot tell how to slice it.{seen} Register "
+            f"one with kgraph.register_rule({target}, rule) (see docs/rules.md), or delete "
             "channels elsewhere"
         )
 

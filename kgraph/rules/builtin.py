@@ -1,8 +1,10 @@
 """The rules kgraph ships: one declarative table from Keras classes to rules.
 
-Each entry names classes as `"module:Name"` (several names separated by spaces);
-classes this Keras does not have are skipped. `builtin_rules()` resolves the table,
-and `kgraph.rules.DEFAULT_RULES` is built from it. `REFUSED` lists the layers of
+Each entry names classes as `"module:Name"` (several names separated by spaces).
+`builtin_rules()` resolves the names of Keras' own classes (classes this Keras does
+not have are skipped) and keeps the others — keras-hub's, kgraph's traced ops — as
+names, so that no optional package is imported; `kgraph.rules.DEFAULT_RULES` is
+built from it. `REFUSED` lists the layers of
 `keras.layers` that have no rule on purpose, with the reason (docs/rules.md shows
 both tables; a test keeps them complete).
 """
@@ -37,6 +39,15 @@ from kgraph.rules.reshape import (
     RepeatVectorRule,
     ReshapeRule,
 )
+from kgraph.rules.transformers import (
+    GetItemRule,
+    GroupedQueryAttentionRule,
+    LayerMethodRule,
+    PatchEmbeddingRule,
+    PositionEmbeddingRule,
+    ReversibleEmbeddingRule,
+    RotaryEmbeddingRule,
+)
 from kgraph.rules.wrappers import BidirectionalRule, TimeDistributedRule
 
 __all__ = ["BUILTIN", "REFUSED", "BatchNormalizationRule", "builtin_rules"]
@@ -50,6 +61,10 @@ class BatchNormalizationRule(PerChannelRule):
 
 def _layers(names: str) -> str:
     return " ".join(f"keras.layers:{name}" for name in names.split())
+
+
+def _hub(names: str) -> str:
+    return " ".join(f"keras_hub.src.{name}" for name in names.split())
 
 
 def _ops(table: dict[str, list[str]]) -> str:
@@ -114,6 +129,33 @@ BUILTIN: tuple[tuple[str, Rule], ...] = (
     (_layers("Attention AdditiveAttention"), DotAttentionRule()),
     (_layers("TimeDistributed"), TimeDistributedRule()),
     (_layers("Bidirectional"), BidirectionalRule()),
+    (_layers("GroupQueryAttention"), GroupedQueryAttentionRule(self_attention=False)),
+    (_layers("ReversibleEmbedding"), ReversibleEmbeddingRule()),
+    ("keras.src.ops.numpy:GetItem", GetItemRule()),
+    ("kgraph.trace:LayerMethod", LayerMethodRule()),
+    # keras-hub (named, not imported): attention layers kept whole, embeddings, norms
+    (
+        _hub(
+            "models.llama.llama_attention:LlamaAttention "
+            "models.mistral.mistral_attention:CachedMistralAttention "
+            "models.qwen.qwen_attention:QwenAttention"
+        ),
+        GroupedQueryAttentionRule(heads_axis=1),
+    ),
+    (_hub("models.gemma.gemma_attention:CachedGemmaAttention"), GroupedQueryAttentionRule(0)),
+    (_hub("layers.modeling.reversible_embedding:ReversibleEmbedding"), ReversibleEmbeddingRule()),
+    (_hub("layers.modeling.position_embedding:PositionEmbedding"), PositionEmbeddingRule()),
+    (_hub("layers.modeling.rotary_embedding:RotaryEmbedding"), RotaryEmbeddingRule()),
+    (_hub("models.vit.vit_layers:ViTPatchingAndEmbedding"), PatchEmbeddingRule()),
+    (
+        _hub(
+            "models.llama.llama_layernorm:LlamaLayerNorm "
+            "models.mistral.mistral_layer_norm:MistralLayerNormalization "
+            "models.qwen.qwen_layernorm:QwenLayerNorm "
+            "models.gemma.rms_normalization:RMSNormalization"
+        ),
+        AxisNormRule(("scale",)),
+    ),
     ("keras.src.applications.convnext:LayerScale", LayerScaleRule()),
     ("keras.src.applications.inception_resnet_v2:CustomScaleLayer", CustomScaleRule()),
     (_ops(UNARY_OPS), PassThroughRule()),
@@ -132,11 +174,14 @@ def _resolve(name: str) -> type | None:
     return found if isinstance(found, type) else None
 
 
-def builtin_rules() -> dict[type, Rule]:
-    """The `BUILTIN` table with its names resolved to the classes this Keras has."""
-    table: dict[type, Rule] = {}
+def builtin_rules() -> dict[type | str, Rule]:
+    """The `BUILTIN` table, Keras' class names resolved to the classes this Keras has."""
+    table: dict[type | str, Rule] = {}
     for names, rule in BUILTIN:
         for name in names.split():
+            if not name.startswith("keras."):
+                table[name] = rule  # a class of an optional package: matched by name
+                continue
             cls = _resolve(name)
             if cls is not None:
                 table[cls] = rule
@@ -176,7 +221,6 @@ REFUSED: tuple[tuple[tuple[str, ...], str], ...] = (
         "a generic RNN over cells: use the SimpleRNN, GRU and LSTM layers, whose rules "
         "know the gate layout",
     ),
-    (("GroupQueryAttention",), "not supported yet (MultiHeadAttention is)"),
     (
         ("SpectralNormalization",),
         "slicing the wrapped kernel changes its spectral norm, so no deletion preserves the "

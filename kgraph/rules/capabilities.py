@@ -12,7 +12,8 @@ it slices its weights. A rule that can say more derives from these as well:
   "l1"/"l2" importance criteria;
 - `CountsMacs`: its multiply-adds, when the default count (each `*kernel` entry once
   per output position) is wrong;
-- `ChecksWeights`: problems with its weights for its channels — `Graph.verify`.
+- `ChecksWeights`: problems with its weights for its channels — `Graph.verify`;
+- `HasHeads`: attention heads it can delete — `DeleteHeads` and head pruning.
 
 Code that uses a capability asks through the functions below, which give the
 neutral answer for rules without it.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
 import numpy as np
 
 from kgraph.ir import Node, Tensor
@@ -38,7 +40,9 @@ __all__ = [
     "CountsMacs",
     "HasChannelNorms",
     "HasCouplings",
+    "HasHeads",
     "HasRestrictions",
+    "HeadMasks",
     "can_drop",
     "channel_norms",
     "couplings",
@@ -100,6 +104,41 @@ class ChecksWeights:
 
     def check(self, node: Node) -> list[str]:
         """Problems found (empty when consistent)."""
+        raise NotImplementedError
+
+
+@attrs.frozen
+class HeadMasks:
+    """Which lifted heads of an attention node are kept.
+
+    Attributes:
+        query: one entry per (query) head.
+        kv: one entry per key/value head when heads come in groups (grouped-query
+            attention: query head i reads key/value head i // group), else None.
+    """
+
+    query: np.ndarray
+    kv: np.ndarray | None = None
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head, as lifted (1 without groups)."""
+        return 1 if self.kv is None else self.query.size // self.kv.size
+
+
+class HasHeads:
+    """The rule knows the layer's attention heads and can delete some."""
+
+    def head_masks(self, node: Node) -> HeadMasks:
+        """The lifted heads `node` keeps."""
+        raise NotImplementedError
+
+    def delete_heads(self, node: Node, query: np.ndarray, kv: np.ndarray | None = None) -> Node:
+        """`node` keeping the lifted (query) heads `query` and key/value heads `kv`."""
+        raise NotImplementedError
+
+    def head_norms(self, node: Node, order: int) -> np.ndarray:
+        """The `order`-norm of the weights of each kept (query) head."""
         raise NotImplementedError
 
 
