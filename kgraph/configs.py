@@ -70,6 +70,15 @@ def _constructor_config(layer: Any) -> dict[str, Any] | None:
             continue
         if isinstance(value, keras.layers.Layer):
             return None  # a sublayer handed in: not a plain constructor argument
+        if isinstance(
+            value,
+            (
+                keras.initializers.Initializer,
+                keras.regularizers.Regularizer,
+                keras.constraints.Constraint,
+            ),
+        ):
+            value = keras.saving.serialize_keras_object(value)  # so that the layer saves
         config[name] = value
     config["name"] = layer.name
     config["trainable"] = layer.trainable

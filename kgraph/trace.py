@@ -278,8 +278,9 @@ class LayerMethod(keras.Operation):
         vars(instance).update(_copy_plain(self.attributes))
         if dtype_policy is not None:
             vars(instance)["_dtype_policy"] = keras.dtype_policies.deserialize(dtype_policy)
-        self._function = getattr(cls, method)
-        self._instance = instance
+        # a bound function, not a layer attribute: Keras' saving walks an operation's
+        # attributes for layers, and this instance has none of a layer's state
+        self._run = functools.partial(getattr(cls, method), instance)
 
     @classmethod
     def of(cls, layer: keras.layers.Layer, method: str, name: str | None = None) -> LayerMethod:
@@ -300,7 +301,7 @@ class LayerMethod(keras.Operation):
         )
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
-        return self._function(self._instance, *args, **kwargs)
+        return self._run(*args, **kwargs)
 
     def compute_output_spec(self, *args: Any, **kwargs: Any) -> Any:
         from keras.src import backend
@@ -824,20 +825,25 @@ def _class_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+# Packages whose layer classes a saved LayerMethod may name in Keras' safe mode:
+# installed library code, not code that comes with the file.
+_SAFE_PACKAGES = ("keras.", "keras_hub.")
+
+
 def _resolve_class(name: str) -> type:
     cls = keras.saving.get_registered_object(name)
     if cls is None and ":" in name:
         from keras.src.saving.serialization_lib import in_safe_mode
 
-        if in_safe_mode():
+        module, qualname = name.split(":", 1)
+        if in_safe_mode() and not module.startswith(_SAFE_PACKAGES):
             raise ValueError(
                 f"LayerMethod refers to the unregistered class {name!r}; importing it is not "
                 "allowed in safe mode: register it with keras.saving.register_keras_serializable"
             )
-        module, qualname = name.split(":", 1)
         cls = importlib.import_module(module)
         for part in qualname.split("."):
             cls = getattr(cls, part)
-    if not isinstance(cls, type):
-        raise ValueError(f"unknown layer class {name!r}")
+    if not isinstance(cls, type) or not issubclass(cls, keras.layers.Layer):
+        raise ValueError(f"{name!r} is not a Keras layer class")
     return cls

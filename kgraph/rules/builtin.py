@@ -135,12 +135,14 @@ BUILTIN: tuple[tuple[str, Rule], ...] = (
     ("kgraph.trace:LayerMethod", LayerMethodRule()),
     # keras-hub (named, not imported): attention layers kept whole, embeddings, norms
     (
-        _hub(
-            "models.llama.llama_attention:LlamaAttention "
-            "models.mistral.mistral_attention:CachedMistralAttention "
-            "models.qwen.qwen_attention:QwenAttention"
-        ),
+        _hub("models.mistral.mistral_attention:CachedMistralAttention"),
         GroupedQueryAttentionRule(heads_axis=1),
+    ),
+    (
+        _hub(
+            "models.llama.llama_attention:LlamaAttention models.qwen.qwen_attention:QwenAttention"
+        ),
+        GroupedQueryAttentionRule(heads_axis=1, derived_head_dim=True),
     ),
     (_hub("models.gemma.gemma_attention:CachedGemmaAttention"), GroupedQueryAttentionRule(0)),
     (_hub("layers.modeling.reversible_embedding:ReversibleEmbedding"), ReversibleEmbeddingRule()),

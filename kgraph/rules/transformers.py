@@ -74,7 +74,7 @@ KV_HEADS = "kv_heads"  # meta: lifted key/value heads kept
 # --------------------------------------------------------------------- attention
 
 
-class GroupedQueryAttentionRule(Rule, HasHeads, CountsMacs, ChecksWeights):
+class GroupedQueryAttentionRule(Rule, HasHeads, HasRestrictions, CountsMacs, ChecksWeights):
     """Attention with grouped query heads (see the module docstring).
 
     Args:
@@ -82,12 +82,28 @@ class GroupedQueryAttentionRule(Rule, HasHeads, CountsMacs, ChecksWeights):
             they are (heads, hidden, head_dim), as in Gemma; else 1).
         self_attention: the layer attends over its first input only (keras-hub);
             False: it takes `(query, value, key)` like Keras' `GroupQueryAttention`.
+        derived_head_dim: the layer computes head_dim as hidden_dim // num_query_heads
+            when it builds (keras-hub's Llama and Qwen), so neither its heads nor the
+            hidden size can change alone: both are refused, with that reason.
     """
 
-    def __init__(self, heads_axis: int = 1, self_attention: bool = True) -> None:
+    def __init__(
+        self, heads_axis: int = 1, self_attention: bool = True, derived_head_dim: bool = False
+    ) -> None:
         self.heads_axis = heads_axis
         self.hidden_axis = 1 - heads_axis
         self.self_attention = self_attention
+        self.derived_head_dim = derived_head_dim
+
+    def _derived(self, node: Node) -> str:
+        return (
+            f"{node.describe()} computes head_dim as hidden_dim // num_query_heads when it "
+            "builds, so its heads and the hidden size it reads cannot change (only the FFN "
+            "of its block can)"
+        )
+
+    def restricts(self, node: Node) -> str:
+        return self._derived(node) if self.derived_head_dim else ""
 
     # -- reading the node ------------------------------------------------------------
 
@@ -143,6 +159,8 @@ class GroupedQueryAttentionRule(Rule, HasHeads, CountsMacs, ChecksWeights):
                 raise self.unsupported(
                     node, inputs[slot], slot, "its channels are not the last axis"
                 )
+            if self.derived_head_dim:
+                raise self.unsupported(node, inputs[slot], slot, self._derived(node))
             updates[f"{role}/kernel"] = take_weight(node, f"{role}/kernel", keep, self.hidden_axis)
             if role == "query":
                 updates["attention_output/kernel"] = take_weight(
@@ -164,6 +182,10 @@ class GroupedQueryAttentionRule(Rule, HasHeads, CountsMacs, ChecksWeights):
         """
         old = self.head_masks(node)
         kv = old.kv if kv is None else kv
+        if self.derived_head_dim and not (
+            np.array_equal(query, old.query) and np.array_equal(kv, old.kv)
+        ):
+            raise ChannelError(f"cannot delete heads: {self._derived(node)}")
         g = old.group
         groups = query.reshape(kv.size, g)
         orphans = [j for j in range(kv.size) if not kv[j] and groups[j].any()]
