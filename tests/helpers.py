@@ -109,7 +109,9 @@ def sample_inputs(model: keras.Model, batch: int = 3, seed: int = 0) -> Any:
 
 
 def outputs_of(model: keras.Model, inputs: Any) -> list[np.ndarray]:
-    return [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(model(inputs, training=False))]
+    return [
+        keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(model(inputs, training=False))
+    ]
 
 
 def assert_same_outputs(

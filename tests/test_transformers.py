@@ -233,7 +233,7 @@ def test_dead_ffn_units_delete_without_changing_outputs(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(set(BUILDERS) - DERIVED_HEAD_DIM))
 def test_the_hidden_size_is_one_group_that_deletes_everywhere(name: str, tmp_path) -> None:
-    model, graph = built(name)
+    _model, graph = built(name)
     hidden = max(kgraph.channel_groups(graph), key=lambda g: len(g.members))
     assert hidden.channels == 16 and len(hidden.members) > 10
     gone = [0, 15]
