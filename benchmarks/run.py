@@ -55,7 +55,7 @@ import tensorflow as tf
 
 import kgraph
 from kgraph.passes import DeleteChannels
-from kgraph.pruning import DeleteGroupChannels, plan_pruning
+from kgraph.pruning import plan_pruning
 
 MODELS = [
     "ResNet50",
@@ -183,7 +183,7 @@ def surgery(model: keras.Model) -> tuple[keras.Model, dict[str, float], int]:
     lifted = time.perf_counter()
     plan = plan_pruning(graph, 0.5, "l1")
     planned = time.perf_counter()
-    pruned_graph = graph.apply(*(DeleteGroupChannels(g.owners[0], ch) for g, ch in plan))
+    pruned_graph = graph.apply(*plan.passes())
     applied = time.perf_counter()
     del graph, plan
     with initializer_spy() as filled:

@@ -25,6 +25,7 @@ from kgraph.graph import Graph
 from kgraph.groups import Blocker, ChannelGroup
 from kgraph.importance import importance
 from kgraph.ir import Node, Slot, Tensor
+from kgraph.keep_class import KeepClassError, keep_class
 from kgraph.lift import lift
 from kgraph.passes import (
     DeleteChannels,
@@ -39,7 +40,8 @@ from kgraph.passes import (
     ReplaceMatching,
     Sparsify,
 )
-from kgraph.pruning import PruneOptions, iterative_prune, prune
+from kgraph.plan import ChannelCut, HeadCut, PlanError, PruningPlan
+from kgraph.pruning import PruneOptions, iterative_prune, plan, prune
 from kgraph.rules import Rule, RuleSet, register_rule, unregister_rule
 from kgraph.sparse import (
     ConstantSparsity,
@@ -53,6 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Blocker",
+    "ChannelCut",
     "ChannelError",
     "ChannelGroup",
     "ConstantSparsity",
@@ -62,8 +65,10 @@ __all__ = [
     "EliminateDeadNodes",
     "GradualPruning",
     "Graph",
+    "HeadCut",
     "InsertLayer",
     "KGraphError",
+    "KeepClassError",
     "LayerNotFoundError",
     "LiftError",
     "LowerError",
@@ -71,10 +76,12 @@ __all__ = [
     "Node",
     "Pass",
     "PassResult",
+    "PlanError",
     "PolynomialDecay",
     "PropagateMasks",
     "PruneOptions",
     "PruningError",
+    "PruningPlan",
     "ReplaceLayer",
     "ReplaceMatching",
     "Rule",
@@ -90,7 +97,9 @@ __all__ = [
     "channel_groups",
     "importance",
     "iterative_prune",
+    "keep_class",
     "lift",
+    "plan",
     "prune",
     "register_rule",
     "sparsity",

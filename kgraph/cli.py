@@ -468,8 +468,8 @@ def _prune(args: argparse.Namespace, steps: Steps) -> int:
             seed=args.seed,
         )
         plan = plan_pruning(graph, args.ratio, options=options)
-    deleted = sum(len(channels) for _, channels in plan)
-    with steps(f"deleting {deleted} channels from {len(plan)} channel groups"):
+    deleted = plan.deleted_channels
+    with steps(f"deleting {deleted} channels from {len(plan.channels)} channel groups"):
         pruned = apply_plan(graph, plan)
     with steps("lowering to a Keras model"):
         smaller = pruned.lower()
@@ -479,8 +479,8 @@ def _prune(args: argparse.Namespace, steps: Steps) -> int:
     prunable = [g for g in kgraph.channel_groups(graph) if g.prunable]
     out(
         f"deleted {deleted} of {sum(g.channels for g in prunable)} prunable channels from "
-        f"{len(plan)} of {len(prunable)} prunable channel groups (criterion {args.criterion}, "
-        f"{args.scope}, ratio {args.ratio:g})"
+        f"{len(plan.channels)} of {len(prunable)} prunable channel groups "
+        f"(criterion {args.criterion}, {args.scope}, ratio {args.ratio:g})"
     )
     out()
     out(abbreviate(str(before.compare(after)), None if args.all else ROWS, "layers"))

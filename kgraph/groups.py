@@ -34,7 +34,7 @@ import numpy as np
 from kgraph.graph_data import GraphData
 from kgraph.ir import ChannelSpace, ConcatSpace, MergeSpace, Tensor
 from kgraph.rules.base import OpaqueRule
-from kgraph.rules.capabilities import couplings, restriction
+from kgraph.rules.capabilities import HasHeads, couplings, restriction
 
 __all__ = [
     "Blocker",
@@ -72,6 +72,12 @@ class ChannelGroup:
             input, or a layer on their way cannot follow a deletion.
         reason: why the group is not prunable, for people ("" when it is).
         blocker: the kind of that reason (None when prunable).
+        blockers: the kinds of every reason (a group reaching a model output is also
+            blocked by a layer without a rule, say).
+        hidden: the channels run through attention layers, which carry them from their
+            query to their output: a transformer's hidden size (residual stream).
+            Deleting them is not function-preserving (norms and attention see fewer
+            features), so `kgraph.prune` leaves them alone unless asked (`hidden=True`).
         offsets, widths: where each owner's channels start in the group's coordinates
             and how many it has (offset 0 and the group's width, unless a
             Concatenate put owners side by side before a merge).
@@ -84,6 +90,8 @@ class ChannelGroup:
     prunable: bool
     reason: str = ""
     blocker: Blocker | None = None
+    blockers: frozenset[Blocker] = frozenset()
+    hidden: bool = False
     offsets: tuple[int, ...] = ()
     widths: tuple[int, ...] = ()
 
@@ -111,6 +119,7 @@ class _Analysis:
         self.parent: dict[ChannelSpace, tuple[ChannelSpace, int]] = {}
         self.size: dict[ChannelSpace, int] = {}
         self.reasons: dict[ChannelSpace, tuple[Blocker, str]] = {}  # why not prunable
+        self.hidden: set[ChannelSpace] = set()  # spaces attention layers carry
         self.owned: dict[str, ChannelSpace] = {}  # owner node -> its space
         self.order = graph.topological_order()
         for name in self.order:
@@ -217,6 +226,8 @@ class _Analysis:
             self._block(node.inputs[0].space, Blocker.MODEL_OUTPUT, f"they reach {node.describe()}")
             return
         rule = self.graph.rules.rule_for(node)
+        if isinstance(rule, HasHeads) and node.outputs and node.outputs[0].mask is not None:
+            self.hidden.update(node.outputs[0].space.bases())
         if isinstance(rule, OpaqueRule):
             for tensor in node.inputs:
                 self._block(
@@ -273,6 +284,8 @@ class _Analysis:
                 prunable=not reasons,
                 reason=reasons[0][1] if reasons else "",
                 blocker=reasons[0][0] if reasons else None,
+                blockers=frozenset(kind for kind, _ in reasons),
+                hidden=any(s in self.hidden for s in spaces_of[root]),
                 offsets=offsets,
                 widths=widths,
             )

@@ -37,7 +37,7 @@ from kgraph.groups import ChannelGroup, analysis
 from kgraph.lower import lower
 from kgraph.passes.insert_layer import InsertLayer
 from kgraph.passes.pipeline import run_pipeline
-from kgraph.rules.capabilities import channel_norms
+from kgraph.rules.capabilities import HasHeads, channel_norms
 from kgraph.rules.channelwise import PassThroughRule
 
 __all__ = [
@@ -46,11 +46,14 @@ __all__ = [
     "ScoringInputs",
     "alive",
     "batches",
+    "head_importance",
     "importance",
     "register_criterion",
 ]
 
 log = logging.getLogger(__name__)
+
+HeadScorer = Callable[[GraphData, Sequence[str], "ScoringInputs"], list[np.ndarray]]
 
 
 @attrs.frozen
@@ -81,6 +84,9 @@ class Criterion:
             lifted channel of each group, NaN for channels already deleted.
         needs_data: it measures activations on `data`.
         needs_loss: it also needs targets (`data=(x, y)`) and a `loss`.
+        score_heads: `score_heads(graph, nodes, inputs) -> [scores per node]`, one score
+            per lifted (query) head of each attention node (NaN for deleted heads);
+            None when the criterion cannot score attention heads.
     """
 
     name: str
@@ -88,6 +94,7 @@ class Criterion:
     score: Callable[[GraphData, Sequence[ChannelGroup], ScoringInputs], list[np.ndarray]]
     needs_data: bool = False
     needs_loss: bool = False
+    score_heads: HeadScorer | None = None
 
 
 #: The criteria by name; `register_criterion` adds one.
@@ -319,17 +326,21 @@ def _gradients(model: keras.Model, gates: list[Any], loss_fn: Any, x: Any, y: An
     raise PruningError(f"the taylor criterion does not support the {backend!r} backend")
 
 
-def _taylor(
-    graph: GraphData, groups: Sequence[ChannelGroup], inputs: ScoringInputs
-) -> list[np.ndarray]:
+def _loss_function(inputs: ScoringInputs) -> Any:
     if inputs.loss is None:
         raise PruningError(
             "the taylor criterion needs a loss (e.g. loss='sparse_categorical_crossentropy')"
         )
     try:
-        loss_fn = keras.losses.get(inputs.loss)
+        return keras.losses.get(inputs.loss)
     except (ValueError, TypeError) as error:
         raise PruningError(f"unknown loss {inputs.loss!r} for the taylor criterion") from error
+
+
+def _taylor(
+    graph: GraphData, groups: Sequence[ChannelGroup], inputs: ScoringInputs
+) -> list[np.ndarray]:
+    loss_fn = _loss_function(inputs)
     chosen = [_activation_members(graph, g) for g in groups]
     names = list(dict.fromkeys(n for names in chosen for n in names))
     gates = [
@@ -357,6 +368,70 @@ def _taylor(
         _average([_spread(graph, g, n, by_name[n]) for n in names_of_group], g.channels)
         for g, names_of_group in zip(groups, chosen)
     ]
+
+
+def _head_rule(graph: GraphData, name: str) -> HasHeads:
+    rule = graph.rules.rule_for(graph.node(name))
+    if not isinstance(rule, HasHeads):
+        raise PruningError(f"{graph.node(name).describe()} has no attention heads")
+    return rule
+
+
+def _spread_heads(graph: GraphData, name: str, values: np.ndarray) -> np.ndarray:
+    """Per-kept-head `values` of attention node `name` placed over its lifted heads."""
+    query = _head_rule(graph, name).head_masks(graph.node(name)).query
+    placed = np.full(query.size, np.nan)
+    placed[query] = values
+    return placed
+
+
+def _head_norms(order: int) -> HeadScorer:
+    def score(graph: GraphData, names: Sequence[str], inputs: ScoringInputs) -> list[np.ndarray]:
+        return [
+            _spread_heads(graph, n, _head_rule(graph, n).head_norms(graph.node(n), order))
+            for n in names
+        ]
+
+    return score
+
+
+def _random_heads(
+    graph: GraphData, names: Sequence[str], inputs: ScoringInputs
+) -> list[np.ndarray]:
+    rng = np.random.default_rng(inputs.seed + 1)
+    result = []
+    for name in names:
+        query = _head_rule(graph, name).head_masks(graph.node(name)).query
+        result.append(np.where(query, rng.random(query.size), np.nan))
+    return result
+
+
+def _taylor_heads(
+    graph: GraphData, names: Sequence[str], inputs: ScoringInputs
+) -> list[np.ndarray]:
+    """|sum over each head's rows of W * dL/dW| of the output projection, summed over
+    batches: the first-order loss change of removing the head (Molchanov et al.)."""
+    loss_fn = _loss_function(inputs)
+    model = lower(graph)
+    variables = []
+    for name in names:
+        node = graph.node(name)
+        layer = model.get_layer(node.layer)
+        variables.append(layer.weights[node.weight_names.index("attention_output/kernel")])
+    totals = [np.zeros(v.shape[0]) for v in variables]
+    measured = 0
+    for x, y in batches(inputs.data, inputs.batch_size):
+        if y is None:
+            raise PruningError("the taylor criterion needs targets: pass data=(x, y)")
+        for total, variable, grad in zip(
+            totals, variables, _gradients(model, variables, loss_fn, x, y)
+        ):
+            product = keras.ops.convert_to_numpy(variable) * keras.ops.convert_to_numpy(grad)
+            total += np.abs(product.reshape(product.shape[0], -1).sum(axis=1))
+        measured += 1
+    if not measured:
+        raise PruningError("the taylor criterion got no data: the data holds no batch")
+    return [_spread_heads(graph, n, t) for n, t in zip(names, totals)]
 
 
 def _random(
@@ -394,11 +469,13 @@ for _criterion in (
         "l1",
         "L1 norm of the weights making each channel (Li et al. 2017)",
         lambda graph, groups, inputs: [_norms(graph, g, 1) for g in groups],
+        score_heads=_head_norms(1),
     ),
     Criterion(
         "l2",
         "L2 norm of the weights making each channel",
         lambda graph, groups, inputs: [_norms(graph, g, 2) for g in groups],
+        score_heads=_head_norms(2),
     ),
     Criterion(
         "bn_scale",
@@ -417,8 +494,11 @@ for _criterion in (
         _taylor,
         needs_data=True,
         needs_loss=True,
+        score_heads=_taylor_heads,
     ),
-    Criterion("random", "uniform random scores (seeded): a baseline", _random),
+    Criterion(
+        "random", "uniform random scores (seeded): a baseline", _random, score_heads=_random_heads
+    ),
 ):
     register_criterion(_criterion)
 
@@ -453,6 +533,37 @@ def importance(
         f"unknown criterion {criterion!r}; use one of {sorted(CRITERIA)}, a "
         "kgraph.importance.Criterion or a callable (graph, group) -> scores"
     )
+
+
+def head_importance(
+    graph: GraphData,
+    names: Sequence[str],
+    criterion: str | Criterion = "l1",
+    *,
+    data: Any = None,
+    loss: Any = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """One score array per attention node in `names`, one score per lifted (query) head
+    (NaN for deleted ones): "l1", "l2" (weight norms of each head's query and output
+    projections), "taylor" (first-order loss change, needs `data=(x, y)` and `loss`),
+    "random".
+
+    Example:
+        >>> (scores,) = head_importance(graph, ["mha"], "l1")
+    """
+    found = CRITERIA.get(criterion) if isinstance(criterion, str) else criterion
+    if not isinstance(found, Criterion):
+        raise PruningError(f"unknown criterion {criterion!r} for attention heads")
+    if found.score_heads is None:
+        scorers = sorted(n for n, c in CRITERIA.items() if c.score_heads is not None)
+        raise PruningError(
+            f"criterion {found.name!r} cannot score attention heads; use one of {scorers} "
+            "(heads_criterion=...)"
+        )
+    inputs = ScoringInputs(data=data, loss=loss, batch_size=batch_size, seed=seed)
+    return found.score_heads(graph, names, inputs)
 
 
 def alive(graph: GraphData, group: ChannelGroup) -> np.ndarray:

@@ -9,7 +9,15 @@ model is lowered once.
   `ratio` of all channels go, wherever they are;
 - `round_to` rounds every kept count up to a multiple (e.g. 8 for fast kernels),
   `min_channels` keeps at least that many, `ignore` leaves groups alone, and
-  `ratios` sets a ratio per layer (for its whole group).
+  `ratios` sets a ratio per layer (for its whole group);
+- `heads` deletes that fraction of every attention layer's heads (evenly per
+  key/value group under grouped-query attention); `hidden=True` also prunes groups
+  that reach a model output (a transformer's hidden size; output shapes change);
+- `uniform=True` cuts the same number of channels or heads from every block and
+  gives back the model's own keras-hub class (`kgraph.keep_class`).
+
+`plan_pruning` returns the `PruningPlan` (printable, savable, replayable) that
+`prune` carries out.
 
 Example:
     >>> small = kgraph.prune(model, ratio=0.5, criterion="l1", round_to=8)
@@ -22,7 +30,7 @@ import logging
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import keras
@@ -31,40 +39,24 @@ import numpy as np
 from kgraph.errors import PruningError
 from kgraph.graph import Graph
 from kgraph.graph_data import GraphData, LayerRef
-from kgraph.groups import ChannelGroup, channel_groups, group_of
-from kgraph.importance import CRITERIA, Criterion, alive, importance
+from kgraph.groups import Blocker, ChannelGroup, channel_groups, group_of
+from kgraph.importance import CRITERIA, Criterion, alive, head_importance, importance
+from kgraph.keep_class import keep_class
 from kgraph.lift import lift
-from kgraph.passes.base import Pass
-from kgraph.passes.delete_channels import DeleteChannels
+from kgraph.plan import ChannelCut, HeadCut, PruningPlan, cuts_of
+from kgraph.rules.capabilities import HasHeads, restriction
 
 __all__ = [
-    "DeleteGroupChannels",
     "PruneOptions",
     "apply_plan",
     "iterative_prune",
+    "plan",
     "plan_pruning",
     "prune",
     "prune_graph",
 ]
 
 log = logging.getLogger(__name__)
-
-
-@attrs.frozen
-class DeleteGroupChannels(Pass):
-    """Delete channels of a group, given in the group's coordinates (see `ChannelGroup`)."""
-
-    name: ClassVar[str] = "delete-group-channels"
-    member: str
-    channels: tuple[int, ...] = attrs.field(converter=tuple)
-
-    def run(self, graph: GraphData) -> bool:
-        group = group_of(graph, self.member)
-        if group is None:
-            raise PruningError(f"{graph.node(self.member).describe()} is in no channel group")
-        per_owner = group.owner_channels(self.channels)
-        changed = [DeleteChannels.delete_own(graph, o, per_owner[o]) for o in group.owners]
-        return any(changed)
 
 
 def _check_ratio(value: Any, what: str) -> float:
@@ -117,6 +109,15 @@ class PruneOptions:
         seed: for the random criterion.
         strict: raise `PruningError` instead of logging a warning when nothing can
             be pruned.
+        heads: fraction of each attention layer's heads to delete (None: none).
+        heads_criterion: how heads are scored (default: `criterion` when it can
+            score heads — l1, l2, taylor, random — else "l1").
+        hidden: also prune a transformer's hidden size (groups whose channels run
+            through attention layers, `ChannelGroup.hidden`), and groups that reach a
+            model output (output shapes change). Off by default: neither is
+            function-preserving.
+        uniform: the same cut in every block (local scope), and the model's own class
+            back when it is a keras-hub model (see `kgraph.keep_class`).
     """
 
     criterion: Any = attrs.field(default="l1", converter=_criterion)
@@ -130,6 +131,10 @@ class PruneOptions:
     batch_size: int = 32
     seed: int = 0
     strict: bool = False
+    heads: float | None = None
+    heads_criterion: Any = None
+    hidden: bool = False
+    uniform: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.scope not in ("local", "global"):
@@ -141,6 +146,10 @@ class PruneOptions:
             raise PruningError(f"ratios must map layer names to ratios, got {self.ratios!r}")
         for layer, value in self.ratios.items():
             _check_ratio(value, f"ratios[{layer!r}]")
+        if self.heads is not None:
+            _check_ratio(self.heads, "heads")
+        if self.uniform and self.scope != "local":
+            raise PruningError("uniform=True cuts every block alike: it needs scope='local'")
         if isinstance(self.criterion, str):
             needs = CRITERIA[self.criterion]
             if needs.needs_data and self.data is None:
@@ -230,6 +239,14 @@ def _nothing_to_prune(options: PruneOptions, why: str) -> None:
     log.warning("%s", message)
 
 
+def _prunable(group: ChannelGroup, options: PruneOptions) -> bool:
+    if group.hidden and not options.hidden:
+        return False
+    if group.prunable:
+        return True
+    return options.hidden and group.blockers == frozenset({Blocker.MODEL_OUTPUT})
+
+
 def plan_pruning(
     graph: GraphData,
     ratio: float = 0.5,
@@ -237,21 +254,69 @@ def plan_pruning(
     *,
     options: PruneOptions | None = None,
     **overrides: Any,
-) -> list[tuple[ChannelGroup, list[int]]]:
-    """The channels `prune` would delete: `(group, channels in group coordinates)` pairs.
+) -> PruningPlan:
+    """The `PruningPlan` `prune` would carry out (see `PruneOptions` for the options,
+    given one by one or as `options=`).
 
-    Options are those of `PruneOptions`, given one by one or as `options=`.
+    Example:
+        >>> plan = plan_pruning(kgraph.lift(model), 0.5, "l2", round_to=8)
+        >>> print(plan)
     """
     ratio = _check_ratio(ratio, "ratio")
     options = _options(options, criterion, overrides)
     skipped = _names(graph, options.ignore)
     all_groups = channel_groups(graph)
-    groups = [g for g in all_groups if g.prunable and not skipped.intersection(g.members)]
-    if not groups:
-        reasons = sorted({g.reason for g in all_groups if not g.prunable})
-        why = "; ".join(reasons[:3]) if reasons else "the model has no layer with own channels"
-        _nothing_to_prune(options, f"no channel group of {graph.name!r} can be pruned ({why})")
-        return []
+    groups = [
+        g for g in all_groups if _prunable(g, options) and not skipped.intersection(g.members)
+    ]
+    channel_cuts = _plan_channels(graph, groups, ratio, options) if groups else ()
+    head_cuts = _plan_heads(graph, options, skipped) if options.heads else ()
+    about = f"criterion {_criterion_name(options.criterion)}, {options.scope}, ratio {ratio:g}"
+    if options.heads:
+        about += f", heads {options.heads:g}"
+    plan = PruningPlan(graph.name, channel_cuts, head_cuts, about)
+    if not plan and (ratio > 0 or options.heads):
+        if not groups:
+            reasons = sorted({g.reason for g in all_groups if not g.prunable})
+            why = "; ".join(reasons[:3]) if reasons else "the model has no layer with own channels"
+            why = f"no channel group of {graph.name!r} can be pruned ({why})"
+        elif not _scores_any(graph, groups, options):
+            why = (
+                f"criterion {_criterion_name(options.criterion)!r} scores none of the "
+                f"{len(groups)} prunable groups"
+            )
+        else:
+            why = (
+                f"ratio {ratio} deletes no channel of {len(groups)} prunable groups "
+                f"(criterion {_criterion_name(options.criterion)}, min_channels="
+                f"{options.min_channels}, round_to={options.round_to})"
+            )
+        _nothing_to_prune(options, why)
+    return plan
+
+
+def _scores_any(graph: GraphData, groups: list[ChannelGroup], options: PruneOptions) -> bool:
+    scores = importance(
+        graph,
+        groups,
+        options.criterion,
+        data=options.data,
+        loss=options.loss,
+        batch_size=options.batch_size,
+        seed=options.seed,
+    )
+    return any(not np.isnan(s).all() for s in scores)
+
+
+def _criterion_name(criterion: Any) -> str:
+    if isinstance(criterion, str):
+        return criterion
+    return getattr(criterion, "name", getattr(criterion, "__name__", repr(criterion)))
+
+
+def _plan_channels(
+    graph: GraphData, groups: list[ChannelGroup], ratio: float, options: PruneOptions
+) -> tuple[ChannelCut, ...]:
     own_ratios = _group_ratios(graph, groups, ratio, options.ratios)
     scores = importance(
         graph,
@@ -296,22 +361,81 @@ def plan_pruning(
             n = int(kept[i].sum())
             keep = _keep_count(n, count, min_channels, round_to)
             plans[i] = _lowest(groups[i], scores[i], kept[i], n - keep, min_channels)
-    plan = [(groups[i], channels) for i, channels in sorted(plans.items()) if channels]
-    if not plan and ratio > 0:
-        if len(unscored) == len(groups):
-            why = f"criterion {options.criterion!r} scores none of the {len(groups)} groups"
-        else:
-            why = (
-                f"ratio {ratio} deletes no channel of {len(groups)} groups "
-                f"(min_channels={min_channels}, round_to={round_to})"
-            )
-        _nothing_to_prune(options, why)
-    return plan
+    order = sorted(plans)
+    return cuts_of(
+        [groups[i] for i in order], [plans[i] for i in order], [scores[i] for i in order]
+    )
 
 
-def apply_plan(graph: Graph, plan: Sequence[tuple[ChannelGroup, Sequence[int]]]) -> Graph:
-    """`graph` with the channels of `plan` (from `plan_pruning`) deleted."""
-    return graph.apply(*(DeleteGroupChannels(group.owners[0], ch) for group, ch in plan))
+def _plan_heads(graph: GraphData, options: PruneOptions, skipped: set[str]) -> tuple[HeadCut, ...]:
+    """Head cuts: `options.heads` of every attention layer's heads, the lowest-scoring,
+    the same number from each key/value group."""
+    layers: dict[str, str] = {}
+    for node in graph.nodes():
+        rule = graph.rules.rule_for(node)
+        if isinstance(rule, HasHeads) and node.layer not in layers and node.name not in skipped:
+            why = restriction(rule, node)
+            if why:
+                log.info("not pruning the heads of %s: %s", node.describe(), why)
+                continue
+            layers[node.layer] = node.name
+    if not layers:
+        return ()
+    criterion = options.heads_criterion
+    if criterion is None:
+        named = CRITERIA.get(options.criterion) if isinstance(options.criterion, str) else None
+        criterion = named if named is not None and named.score_heads else "l1"
+    names = list(layers.values())
+    scores = head_importance(
+        graph,
+        names,
+        criterion,
+        data=options.data,
+        loss=options.loss,
+        batch_size=options.batch_size,
+        seed=options.seed,
+    )
+    cuts = []
+    for layer, name, score in zip(layers, names, scores):
+        node = graph.node(name)
+        masks = graph.rules.rule_for(node).head_masks(node)
+        query = masks.query
+        group = masks.group if masks.kv is not None else query.size  # evenly per group
+        chosen: list[int] = []
+        for start in range(0, query.size, group):
+            members = [h for h in range(start, start + group) if query[h]]
+            remove = min(math.floor(len(members) * options.heads), len(members) - 1)
+            if remove <= 0:
+                continue
+            ranked = sorted(members, key=lambda h: (score[h], h))
+            chosen += ranked[:remove]
+        if chosen:
+            cuts.append(HeadCut(layer, sorted(chosen), int(query.size)))
+    return tuple(cuts)
+
+
+def plan(
+    model_or_graph: keras.Model | Graph,
+    ratio: float = 0.5,
+    criterion: Any = "l1",
+    *,
+    options: PruneOptions | None = None,
+    **overrides: Any,
+) -> PruningPlan:
+    """The `PruningPlan` `kgraph.prune` would carry out for a model (or a lifted graph).
+
+    Example:
+        >>> plan = kgraph.plan(model, 0.5, "l1", round_to=8)
+        >>> print(plan)
+        >>> small = plan.apply(model)
+    """
+    graph = model_or_graph if isinstance(model_or_graph, Graph) else lift(model_or_graph)
+    return plan_pruning(graph, ratio, criterion, options=options, **overrides)
+
+
+def apply_plan(graph: Graph, plan: PruningPlan) -> Graph:
+    """`graph` with `plan` carried out (see `PruningPlan.apply_to_graph`)."""
+    return plan.apply_to_graph(graph)
 
 
 def prune_graph(
@@ -322,17 +446,17 @@ def prune_graph(
     options: PruneOptions | None = None,
     **overrides: Any,
 ) -> Graph:
-    """`graph` with the channels `plan_pruning` chooses deleted (see `PruneOptions`)."""
+    """`graph` with the channels and heads `plan_pruning` chooses deleted."""
     options = _options(options, criterion, overrides)
     plan = plan_pruning(graph, ratio, options=options)
     pruned = apply_plan(graph, plan)
-    removed = sum(len(ch) for _, ch in plan)
     log.info(
-        "pruned %d channels from %d groups (%s, ratio %s)",
-        removed,
-        len(plan),
-        options.criterion,
-        ratio,
+        "pruned %d channels from %d groups and %d heads from %d layers (%s)",
+        plan.deleted_channels,
+        len(plan.channels),
+        plan.deleted_heads,
+        len(plan.heads),
+        plan.description,
     )
     return pruned
 
@@ -345,7 +469,8 @@ def prune(
     options: PruneOptions | None = None,
     **overrides: Any,
 ) -> keras.Model:
-    """A pruned copy of `model`: the lowest-scoring channels of every prunable group deleted.
+    """A pruned copy of `model`: the lowest-scoring channels of every prunable group
+    (and, with `heads=`, attention heads) deleted.
 
     Args:
         ratio: fraction of each group's channels to delete (local), or of all
@@ -353,17 +478,22 @@ def prune(
         criterion: "l1", "l2", "bn_scale", "apoz", "taylor", "random" or a callable
             `(graph, group) -> scores` (see `kgraph.importance`).
         options, **overrides: the other options of `PruneOptions` (scope, data,
-            loss, round_to, min_channels, ignore, ratios, batch_size, seed, strict),
-            as one record or one by one.
+            loss, round_to, min_channels, ignore, ratios, batch_size, seed, strict,
+            heads, heads_criterion, hidden, uniform), as one record or one by one.
 
-    The model is not changed; the result is lowered once and is not compiled. When
+    The model is not changed; the result is lowered once and is not compiled. With
+    `uniform=True` a keras-hub model comes back as its own class (`keep_class`). When
     nothing can be pruned, a WARNING says why (a `PruningError` with `strict=True`).
 
     Example:
         >>> small = kgraph.prune(model, 0.5, "l1", scope="global", round_to=8)
+        >>> bert = kgraph.prune(bert_backbone, 0.5, heads=0.25, uniform=True)
     """
     options = _options(options, criterion, overrides)
-    return prune_graph(lift(model), ratio, options=options).lower()
+    pruned = prune_graph(lift(model), ratio, options=options)
+    if options.uniform:
+        return keep_class(model, pruned)
+    return pruned.lower()
 
 
 def iterative_prune(

@@ -263,3 +263,128 @@ def test_the_hidden_size_is_one_group_that_deletes_everywhere(name: str, tmp_pat
         pytest.skip(NO_RELOAD[name])
     loaded = keras.saving.load_model(path)
     same_outputs(smaller, loaded, name)
+
+
+# ------------------------------------------------------------------------- pruning
+
+
+HUB = sorted(set(BUILDERS) - {"user"})
+EXPLICIT_HEAD_DIM = {"gemma", "mistral"}  # their backbones can keep a head size
+
+
+@pytest.mark.parametrize("name", HUB)
+def test_uniform_pruning_gives_back_the_model_s_own_class(name: str, tmp_path) -> None:
+    model, _graph = built(name)
+    before = fingerprint(model)
+    heads = 0.5 if name in EXPLICIT_HEAD_DIM else None
+    small = kgraph.prune(model, 0.5, heads=heads, uniform=True)
+    assert type(small) is type(model)
+    config = small.get_config()
+    original = model.get_config()
+    ffn_key = "mlp_dim" if name == "vit" else "intermediate_dim"
+    assert config[ffn_key] == original[ffn_key] // 2
+    assert config["hidden_dim"] == original["hidden_dim"]  # the hidden size is left alone
+    if heads:
+        assert config["num_query_heads"] == original["num_query_heads"] // 2
+    # it computes what the functional form of the same pruning computes
+    functional = kgraph.lift(model).apply(*kgraph.plan(model, 0.5, heads=heads).passes()).lower()
+    same_outputs(small, functional, name)
+    path = tmp_path / f"{name}.keras"
+    small.save(path)
+    same_outputs(small, keras.saving.load_model(path), name)
+    assert fingerprint(model) == before
+
+
+def test_a_pruned_causal_lm_keeps_its_class_and_generates(tmp_path) -> None:
+    lm = keras_hub.models.GemmaCausalLM(backbone=BUILDERS["gemma"](), preprocessor=None)
+    small = kgraph.prune(lm, 0.5, heads=0.5, uniform=True)
+    assert type(small) is keras_hub.models.GemmaCausalLM
+    assert small.count_params() < lm.count_params()
+    prompt = {
+        "token_ids": np.array([[5, 6, 7, 0, 0]], "int32"),
+        "padding_mask": np.array([[1, 1, 1, 0, 0]], "int32"),
+    }
+    generated = small.generate(prompt, max_length=5, stop_token_ids=None)
+    assert generated["token_ids"].shape == (1, 5)
+    np.testing.assert_array_equal(generated["token_ids"][0, :3], [5, 6, 7])
+    small.backbone.save_to_preset(tmp_path / "preset")
+    back = keras_hub.models.Backbone.from_preset(str(tmp_path / "preset"))
+    assert back.count_params() == small.backbone.count_params()
+
+
+def test_heads_that_the_class_sizes_from_the_hidden_size_cannot_keep_the_class() -> None:
+    model, _ = built("bert")
+    with pytest.raises(kgraph.KeepClassError, match="sizes each attention head as hidden_dim"):
+        kgraph.prune(model, 0.5, heads=0.5, uniform=True)
+    functional = kgraph.prune(model, 0.5, heads=0.5)  # the functional model can
+    attention = functional.get_layer("transformer_layer_0_self_attention_layer")
+    assert attention.num_heads == 1
+
+
+def test_prune_leaves_the_hidden_size_alone_unless_asked() -> None:
+    model = user_model()
+    graph = kgraph.lift(model)
+    hidden = next(g for g in kgraph.channel_groups(graph) if g.hidden)
+    assert hidden.prunable and hidden.channels == 16
+    plan = kgraph.plan(model, 0.5)
+    assert hidden.owners[0] not in {cut.owner for cut in plan.channels}
+    assert plan.channels  # the FFN units of both blocks
+    with_hidden = kgraph.plan(model, 0.5, hidden=True)
+    cut = next(c for c in with_hidden.channels if c.owner == hidden.owners[0])
+    assert len(cut.channels) == 8
+    small = with_hidden.apply(model)
+    assert small.get_layer("embed_token_embedding").get_weights()[0].shape == (50, 8)
+
+
+def test_head_scores() -> None:
+    from kgraph.importance import head_importance
+
+    _model, graph = built("mistral")
+    attention = attention_nodes(graph)[0]
+    node = graph.node(attention)
+    (l1,) = head_importance(graph, [attention], "l1")
+    query = np.abs(node.weight("query/kernel"))  # (hidden, heads, head_dim)
+    output = np.abs(node.weight("attention_output/kernel"))  # (heads, head_dim, hidden)
+    np.testing.assert_allclose(l1, query.sum(axis=(0, 2)) + output.sum(axis=(1, 2)), rtol=1e-5)
+    # taylor: |sum over a head's output weights of w * dL/dw| is the derivative of the
+    # loss along that head's own weights, which finite differences give independently
+    x = inputs("mistral", batch=2, length=5)
+    y = np.random.default_rng(1).normal(size=(2, 5, 16)).astype("float32")
+    (taylor,) = head_importance(graph, [attention], "taylor", data=(x, y), loss="mse")
+
+    def loss_with(scale_head: int, factor: float) -> float:
+        kernel = np.array(node.weight("attention_output/kernel"))
+        kernel[scale_head] *= factor
+        changed = graph.copy()
+        changed.set_node(
+            attrs.evolve(
+                node,
+                weights=[
+                    kernel if n == "attention_output/kernel" else w
+                    for n, w in zip(node.weight_names, node.weights)
+                ],
+            )
+        )
+        out = changed.freeze().lower()(x)
+        return float(np.mean((keras.ops.convert_to_numpy(out) - y) ** 2))
+
+    eps = 0.05  # central differences: exact up to eps**2; float32 needs a large step
+    expected = [abs(loss_with(h, 1 + eps) - loss_with(h, 1 - eps)) / (2 * eps) for h in range(4)]
+    np.testing.assert_allclose(taylor, expected, rtol=5e-2, atol=2e-5)
+    assert np.argsort(taylor).tolist() == np.argsort(expected).tolist()
+
+
+def test_plans_of_heads_and_units_replay_on_a_copy(tmp_path) -> None:
+    model, _ = built("gemma")
+    plan = kgraph.plan(model, 0.25, heads=0.5)
+    assert plan.heads and plan.channels
+    path = plan.save(tmp_path / "plan.json")
+    again = kgraph.PruningPlan.load(path)
+    assert again == plan
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    a, b = plan.apply(model), again.apply(copy)
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb)
+        )

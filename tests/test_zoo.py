@@ -51,7 +51,7 @@ import kgraph
 from kgraph.graph import Graph
 from kgraph.groups import ChannelGroup, analysis
 from kgraph.ir import ChannelSpace, ConcatSpace, Tensor
-from kgraph.pruning import DeleteGroupChannels
+from kgraph.passes import DeleteGroupChannels
 
 SCOPES = ("local", "global")
 

@@ -7,6 +7,7 @@ Example:
 
 from kgraph.passes.base import Pass, PassResult
 from kgraph.passes.delete_channels import DeleteChannels
+from kgraph.passes.delete_group_channels import DeleteGroupChannels
 from kgraph.passes.delete_heads import DeleteHeads
 from kgraph.passes.delete_layer import DeleteLayer
 from kgraph.passes.eliminate_dead_nodes import EliminateDeadNodes
@@ -18,6 +19,7 @@ from kgraph.passes.sparsify import Sparsify
 
 __all__ = [
     "DeleteChannels",
+    "DeleteGroupChannels",
     "DeleteHeads",
     "DeleteLayer",
     "EliminateDeadNodes",

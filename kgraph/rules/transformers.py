@@ -337,12 +337,13 @@ class ReversibleEmbeddingRule(EmbeddingRule):
         if inputs[0].axis != len(inputs[0].shape) - 1:
             raise self.unsupported(node, inputs[0], 0, "its hidden channels are not the last axis")
         expect_weights(node, self, *self.known_weights)
-        return node.with_weights(
+        node = node.with_weights(
             **{
                 name: take_weight(node, name, keep, axis)
                 for name, axis in self.output_weight_axes(node).items()
             }
         )
+        return node.with_config(output_dim=int(keep.sum()))  # as the forward call has it
 
     def check(self, node: Node) -> list[str]:
         hidden = int(node.config.get("output_dim", 0))
