@@ -30,6 +30,7 @@ from kgraph.errors import KGraphError
 from kgraph.graph import Graph
 from kgraph.groups import channel_groups
 from kgraph.rules.capabilities import HasHeads
+from kgraph.weight_feed import build_layer
 
 __all__ = ["KeepClassError", "keep_class", "scaled_config"]
 
@@ -148,54 +149,78 @@ def _rebuild(model: keras.Model, sizes: Mapping[str, tuple[int, int]]) -> keras.
     return type(model).from_config(scaled_config(model.get_config(), sizes))
 
 
-def keep_class(model: keras.Model, graph: Graph) -> keras.Model:
+def keep_class(model: keras.Model, graph: Graph, *, check: bool | None = None) -> keras.Model:
     """`model`'s own class with the sizes and weights of `graph`, a pruned lift of it.
 
-    A model that is not a keras-hub model comes back as `graph.lower()`. Raises
-    `KeepClassError` when the class's config cannot express the pruned model (blocks
-    pruned differently, a size that does not scale).
+    The new model's variables start from the pruned weights (no initialiser runs).
+    `check` runs it against the pruned graph's functional model on random inputs
+    (default: for models under 100 M parameters, since it lowers the graph once
+    more). A model that is not a keras-hub model comes back as `graph.lower()`.
+    Raises `KeepClassError` when the class's config cannot express the pruned model
+    (blocks pruned differently, a size that does not scale).
     """
     if not _is_hub(model):
         log.info("%s is not a keras-hub model: returning the functional model", model.name)
         return graph.lower()
     sizes = _sizes(graph)
+    values = _values_by_variable(graph)
+    old = model.weights
+
+    def weights_for(new: keras.Model) -> list[Any]:
+        fresh = new.weights
+        if len(old) != len(fresh):
+            raise KeepClassError(
+                f"the rebuilt {type(model).__name__} has {len(fresh)} weights, the "
+                f"original {len(old)}"
+            )
+        found = []
+        for before, after in zip(old, fresh):
+            value = values.get(id(before))
+            if value is None:
+                value = keras.ops.convert_to_numpy(before)
+            if tuple(after.shape) != tuple(value.shape):
+                raise _mismatch(model, sizes, after, value)
+            found.append(value)
+        return found
+
     try:
-        new = _rebuild(model, sizes)
+        try:  # variables deferred, then started from the pruned weights
+            new = build_layer(lambda: _rebuild(model, sizes), lambda m: None, weights_for).layer
+        except ValueError as error:
+            if "stateless scope" not in str(error):
+                raise
+            # a class that makes a variable from a value while it builds: build it
+            # plainly (initialisers run), then assign
+            new = _rebuild(model, sizes)
+            for variable, value in zip(new.weights, weights_for(new)):
+                variable.assign(value)
     except KeepClassError:
         raise
     except Exception as error:  # the class's constructor refusing the new config
         raise KeepClassError(
             f"{type(model).__name__} cannot be built with the pruned sizes {sizes}: {error}"
         ) from error
-    values = _values_by_variable(graph)
-    old, fresh = model.weights, new.weights
-    if len(old) != len(fresh):
-        raise KeepClassError(
-            f"the rebuilt {type(model).__name__} has {len(fresh)} weights, the original {len(old)}"
-        )
-    for before, after in zip(old, fresh):
-        value = values.get(id(before))
-        if value is None:
-            value = keras.ops.convert_to_numpy(before)
-        if tuple(after.shape) != tuple(value.shape):
-            if sizes.get("heads", (0, 0))[0] != sizes.get("heads", (0, 0))[
-                1
-            ] and after.path.endswith(("query/kernel", "key/kernel", "value/kernel")):
-                raise KeepClassError(
-                    f"{type(model).__name__} sizes each attention head as hidden_dim // "
-                    f"num_heads, so fewer heads of the same size cannot be expressed by its "
-                    f"config ({after.path}: {tuple(after.shape)} vs {tuple(value.shape)}); "
-                    "prune heads without uniform=True (a functional model), or keep_class "
-                    "with FFN units only"
-                )
-            raise KeepClassError(
-                f"weight {after.path} of the rebuilt {type(model).__name__} has shape "
-                f"{tuple(after.shape)}, the pruned model's {tuple(value.shape)}: its config "
-                "cannot express this pruning (use the functional model, graph.lower())"
-            )
-        after.assign(value)
-    _check_same(new, graph)
+    if check if check is not None else model.count_params() < 100_000_000:
+        _check_same(new, graph)
     return new
+
+
+def _mismatch(
+    model: keras.Model, sizes: Mapping[str, tuple[int, int]], after: Any, value: Any
+) -> KeepClassError:
+    heads = sizes.get("heads", (0, 0))
+    if heads[0] != heads[1] and after.path.endswith(("query/kernel", "key/kernel", "value/kernel")):
+        return KeepClassError(
+            f"{type(model).__name__} sizes each attention head as hidden_dim // num_heads, "
+            "so fewer heads of the same size cannot be expressed by its config "
+            f"({after.path}: {tuple(after.shape)} vs {tuple(value.shape)}); prune heads "
+            "without uniform=True (a functional model), or keep_class with FFN units only"
+        )
+    return KeepClassError(
+        f"weight {after.path} of the rebuilt {type(model).__name__} has shape "
+        f"{tuple(after.shape)}, the pruned model's {tuple(value.shape)}: its config cannot "
+        "express this pruning (use the functional model, graph.lower())"
+    )
 
 
 def _check_same(new: keras.Model, graph: Graph) -> None:

@@ -115,13 +115,15 @@ def _from(weight: np.ndarray | DeferredSlice) -> Callable[..., Any]:
 def build_layer(
     make: Callable[[], Any],
     call: Callable[[Any], Any],
-    weights: Sequence[np.ndarray | DeferredSlice],
+    weights: Sequence[np.ndarray | DeferredSlice] | Callable[[Any], Sequence[Any]],
 ) -> BuiltLayer:
     """Create a layer with `make()` and build it with `call(layer)`, its variables
     starting from `weights` (in `layer.weights` order) without running initialisers.
 
-    Only the calling thread's variable creation is deferred; nothing of Keras is
-    patched. Raises `LowerError` when called inside a `keras.StatelessScope`.
+    `weights` may also be a function of the built layer returning them (it may raise
+    to stop, before any variable is initialised). Only the calling thread's variable
+    creation is deferred; nothing of Keras is patched. Raises `LowerError` when
+    called inside a `keras.StatelessScope`.
     """
     if in_stateless_scope():
         raise LowerError(
@@ -134,6 +136,8 @@ def build_layer(
             layer = make()
             outputs = call(layer)
         created = [v for v in _pending() if id(v) not in known]
+        if callable(weights):
+            weights = weights(layer)
         fed = _lined_up(getattr(layer, "weights", ()), weights)
         for variable in created:
             value = fed.get(id(variable))
