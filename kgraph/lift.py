@@ -70,6 +70,7 @@ class _Lifter:
         self.traces = traces  # keeps each trace's Keras nodes until lifting ends
         self.opaque: dict[int, str] = {}  # id(layer) -> why it could not be traced
         self.traced: set[str] = set()  # prefixes of traced calls: their layers get prefixed
+        self.helpers: set[str] = set()  # helper methods earlier traces kept as one op
 
     def expands(self, operation: Any) -> bool:
         """Whether to trace a call of `operation` (a composite layer without a rule)."""
@@ -150,9 +151,17 @@ class _Lifter:
         """The traced call, or None (the layer stays one node) when it cannot be traced."""
         arguments = keras_node.arguments
         try:
-            return self.traces.enter_context(
-                tracing(operation, arguments.args, arguments.kwargs, expand=self.expands)
+            traced = self.traces.enter_context(
+                tracing(
+                    operation,
+                    arguments.args,
+                    arguments.kwargs,
+                    expand=self.expands,
+                    opaque=self.helpers,  # the next block of a kind needs one trace, not two
+                )
             )
+            self.helpers.update(name.rsplit(".", 1)[-1] for name in traced.opaque)
+            return traced
         except LiftError as error:
             log.info("lift: %s stays one node: %s", operation.name, error)
             self.opaque[id(operation)] = str(error)
