@@ -125,14 +125,15 @@ def scaled_config(config: Mapping[str, Any], sizes: Mapping[str, tuple[int, int]
     return new
 
 
-def _values_by_variable(graph: Graph) -> dict[int, np.ndarray]:
-    """`id(variable)` of the lifted model's variables -> the pruned graph's values."""
-    values: dict[int, np.ndarray] = {}
+def _values_by_variable(graph: Graph) -> dict[int, Any]:
+    """`id(variable)` of the lifted model's variables -> the pruned graph's values, as
+    stored (a deferred slice is gathered once, straight into the new variable)."""
+    values: dict[int, Any] = {}
     for node in graph.nodes():
         layer = node.origin() if node.origin is not None else None
         if layer is None or not node.weight_names:
             continue
-        for variable, value in zip(layer.weights, node.weights):
+        for variable, value in zip(layer.weights, node.stored_weights):
             values[id(variable)] = value
     return values
 
