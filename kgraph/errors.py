@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "ChannelError",
     "KGraphError",
@@ -22,6 +24,7 @@ __all__ = [
     "SurgeryError",
     "UnsupportedLayerError",
     "VerificationError",
+    "keras_message",
 ]
 
 
@@ -66,3 +69,17 @@ class MaskConflictError(KGraphError):
 
 class VerificationError(KGraphError):
     """`Graph.verify()` found a broken invariant (a bug in a pass or a rule)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def keras_message(error: BaseException, limit: int = 600) -> str:
+    """A Keras or backend error's message for a kgraph error: terminal colour codes
+    removed, whitespace collapsed, cut to `limit` characters.
+
+    Example:
+        >>> raise LowerError(f"calling 'flip' failed: {keras_message(error)}") from error
+    """
+    text = " ".join(_ANSI.sub("", str(error)).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

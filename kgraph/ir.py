@@ -29,6 +29,7 @@ from kgraph.errors import KGraphError
 from kgraph.spaces import ChannelSpace, ConcatSpace, Derivation, DerivedSpace, MergeSpace, Space
 
 __all__ = [
+    "LAMBDA_FUNCTION",
     "ChannelSpace",
     "ConcatSpace",
     "Derivation",
@@ -48,6 +49,12 @@ __all__ = [
     "seal",
     "slots_in",
 ]
+
+
+#: meta key: a lifted Lambda's own function object. Keras serialises a Lambda's
+#: function as bytecode without its module's globals, so a Lambda rebuilt from its
+#: config fails on names like `keras` or a module constant; lowering uses this instead.
+LAMBDA_FUNCTION = "lambda_function"
 
 
 def freeze_array(array: Any) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kgraph.errors import KGraphError
+from kgraph.errors import KGraphError, keras_message
 from kgraph.graph import Graph
 from kgraph.groups import channel_groups
 from kgraph.rules.capabilities import HasHeads
@@ -199,7 +199,8 @@ def keep_class(model: keras.Model, graph: Graph, *, check: bool | None = None) -
         raise
     except Exception as error:  # the class's constructor refusing the new config
         raise KeepClassError(
-            f"{type(model).__name__} cannot be built with the pruned sizes {sizes}: {error}"
+            f"{type(model).__name__} cannot be built with the pruned sizes {sizes}: "
+            f"{keras_message(error)}"
         ) from error
     if check if check is not None else model.count_params() < 100_000_000:
         _check_same(new, graph)

@@ -11,8 +11,8 @@ import attrs
 import keras
 import numpy as np
 
-from kgraph.errors import LiftError, SurgeryError
-from kgraph.ir import Node, Slot, Tensor, full_mask, lifted_shape
+from kgraph.errors import LiftError, SurgeryError, keras_message
+from kgraph.ir import LAMBDA_FUNCTION, Node, Slot, Tensor, full_mask, lifted_shape
 
 __all__ = [
     "call_new_layer",
@@ -114,11 +114,15 @@ def _build(layer: Any, config: dict[str, Any], inputs: Sequence[Tensor], args: A
     """A fresh copy of `layer` called (and so built) on symbolic `inputs`, and its outputs."""
     try:
         clone = from_config(type(layer), config)
+        if isinstance(layer, keras.layers.Lambda):
+            clone.function = layer.function  # with its globals (see ir.LAMBDA_FUNCTION)
         symbolic = [keras.KerasTensor(shape=t.shape, dtype=t.dtype) for t in inputs]
         outputs = clone(*fill_template(args, symbolic), **fill_template(kwargs, symbolic))
     except Exception as error:  # Keras raises many kinds of errors for bad configs or shapes
         shapes = ", ".join(str(t.shape) for t in inputs)
-        raise SurgeryError(f"{_describe(layer)} cannot be built for {shapes}: {error}") from error
+        raise SurgeryError(
+            f"{_describe(layer)} cannot be built for {shapes}: {keras_message(error)}"
+        ) from error
     return clone, keras.tree.flatten(outputs)
 
 
@@ -148,7 +152,9 @@ def call_new_layer(
     try:
         config = {**layer.get_config(), "name": name}
     except Exception as error:  # custom layers without get_config raise various errors
-        raise SurgeryError(f"{_describe(layer)} has no usable get_config(): {error}") from error
+        raise SurgeryError(
+            f"{_describe(layer)} has no usable get_config(): {keras_message(error)}"
+        ) from error
     if weights is None and layer.built and layer.weights:
         weights = layer.get_weights()
     needed = []
@@ -180,4 +186,5 @@ def call_new_layer(
         inputs=tuple(inputs),
         outputs=tuple(tensor_record(t) for t in outputs),
         path=name,
+        meta={LAMBDA_FUNCTION: layer.function} if isinstance(layer, keras.layers.Lambda) else {},
     )

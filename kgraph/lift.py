@@ -31,7 +31,7 @@ import numpy as np
 from kgraph.configs import rebuild_config
 from kgraph.errors import KGraphError, LiftError
 from kgraph.graph import Graph
-from kgraph.ir import Node, Slot
+from kgraph.ir import LAMBDA_FUNCTION, Node, Slot
 from kgraph.keras_utils import functional_of, layer_weight_names, nodes_in_order, tensor_record
 from kgraph.passes.propagate_masks import update_node
 from kgraph.rules import DEFAULT_RULES
@@ -331,6 +331,8 @@ def _build(
         node = _call_node(call, name, index, weights_of[id(operation)])
         if id(operation) in lifter.opaque:
             node = attrs.evolve(node, meta={OPAQUE_REASON: lifter.opaque[id(operation)]})
+        if isinstance(operation, keras.layers.Lambda):
+            node = attrs.evolve(node, meta={**node.meta, LAMBDA_FUNCTION: operation.function})
         g.add_node(name, node=node)
     for call in lifter.calls:
         for slot, (src, src_slot) in enumerate(call.sources):

@@ -11,13 +11,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 
-from kgraph.errors import LowerError
+from kgraph.errors import LowerError, keras_message
 from kgraph.graph_data import GraphData
-from kgraph.ir import Node, same_layer
+from kgraph.ir import LAMBDA_FUNCTION, Node, same_layer
 from kgraph.keras_utils import fill_template, from_config
 from kgraph.weight_feed import build_layer
 
@@ -26,9 +29,15 @@ __all__ = ["lower"]
 
 def _create(node: Node) -> Any:
     try:
-        return from_config(node.cls, node.config)
+        layer = from_config(node.cls, node.config)
     except Exception as error:  # Keras raises many error types from constructors
-        raise LowerError(f"could not create {node.describe()} from its config: {error}") from error
+        raise LowerError(
+            f"could not create {node.describe()} from its config: {keras_message(error)}"
+        ) from error
+    function = node.meta.get(LAMBDA_FUNCTION)
+    if function is not None:  # the lifted Lambda's own function, with its globals
+        layer.function = function
+    return layer
 
 
 def _build(node: Node, values: list[Any]) -> tuple[Any, Any]:
@@ -37,7 +46,9 @@ def _build(node: Node, values: list[Any]) -> tuple[Any, Any]:
             lambda: _create(node), lambda layer: _call(layer, node, values), node.stored_weights
         )
     except ValueError as error:  # set_weights of a layer whose weights do not line up
-        raise LowerError(f"weights of {node.describe()} do not fit the layer: {error}") from error
+        raise LowerError(
+            f"weights of {node.describe()} do not fit the layer: {keras_message(error)}"
+        ) from error
     return built.layer, built.outputs
 
 
@@ -51,7 +62,9 @@ def _call(layer: Any, node: Node, values: list[Any]) -> Any:
     try:
         return layer(*fill_template(node.args, values), **fill_template(dict(node.kwargs), values))
     except Exception as error:  # Keras raises many error types from calls
-        raise LowerError(f"calling {node.describe()} failed while lowering: {error}") from error
+        raise LowerError(
+            f"calling {node.describe()} failed while lowering: {keras_message(error)}"
+        ) from error
 
 
 def lower(graph: GraphData) -> keras.Model:
@@ -93,8 +106,40 @@ def lower(graph: GraphData) -> keras.Model:
             tensors[(name, slot)] = tensor
     inputs = [tensors[(n, 0)] for n in graph.input_names]
     outputs = [tensors[graph.producers(n)[0]] for n in graph.output_names]
-    return keras.Model(
-        inputs=keras.tree.pack_sequence_as(graph.inputs_struct, inputs),
-        outputs=keras.tree.pack_sequence_as(graph.outputs_struct, outputs),
-        name=graph.name,
-    )
+    with recursion_for(depth(graph)):  # Keras walks a functional graph recursively
+        try:
+            return keras.Model(
+                inputs=keras.tree.pack_sequence_as(graph.inputs_struct, inputs),
+                outputs=keras.tree.pack_sequence_as(graph.outputs_struct, outputs),
+                name=graph.name,
+            )
+        except RecursionError as error:
+            raise LowerError(
+                f"Keras ran out of recursion building the {depth(graph)}-layer-deep model "
+                f"{graph.name!r}; raise sys.setrecursionlimit (it is "
+                f"{sys.getrecursionlimit()} now)"
+            ) from error
+
+
+def depth(graph: GraphData) -> int:
+    """The number of nodes on the longest path from an input to an output."""
+    longest: dict[str, int] = {}
+    for name in graph.topological_order():
+        producers = graph.producers(name)
+        longest[name] = 1 + max((longest[src] for src, _ in producers), default=0)
+    return max(longest.values(), default=0)
+
+
+@contextlib.contextmanager
+def recursion_for(layers: int) -> Iterator[None]:
+    """Room for Keras to recurse through `layers` layers (a few frames each), for the
+    duration of the block; the limit is set back afterwards."""
+    before = sys.getrecursionlimit()
+    needed = 8 * layers + 1000
+    if needed > before:
+        sys.setrecursionlimit(needed)
+    try:
+        yield
+    finally:
+        if needed > before:
+            sys.setrecursionlimit(before)

@@ -94,7 +94,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kgraph.errors import LiftError
+from kgraph.errors import LiftError, keras_message
 
 __all__ = [
     "LayerMethod",
@@ -431,7 +431,9 @@ class _Tracer:
         except Exception as error:
             method = _failing_helper(error, proxy)
             if method is None:
-                raise _cannot(layer, f"its call() fails on symbolic tensors: {error}") from error
+                raise _cannot(
+                    layer, f"its call() fails on symbolic tensors: {keras_message(error)}"
+                ) from error
             raise _HelperFailed(method, error) from error
         flat_outputs = keras.tree.flatten(outputs)
         if not flat_outputs or not all(_is_keras_tensor(t) for t in flat_outputs):
@@ -442,7 +444,9 @@ class _Tracer:
         try:
             model = keras.Model(inputs, outputs, name=layer.name)
         except Exception as error:  # Keras raises ValueError/TypeError for odd graphs
-            raise _cannot(layer, f"its trace is not a valid functional graph: {error}") from error
+            raise _cannot(
+                layer, f"its trace is not a valid functional graph: {keras_message(error)}"
+            ) from error
         self.models.append(model)
         self.opaque.extend(f"{path}.{m}" for m in helpers)
         inside = (f"{path}/", f"{path}.")
@@ -773,7 +777,8 @@ def _validate(layer: Any, record: TracedCall, args: tuple, kwargs: dict) -> bool
             got = keras.tree.flatten(record.model(values))
         except Exception as error:  # Keras and the backends raise many kinds of errors
             raise _cannot(
-                layer, f"its traced graph fails at batch {batch}, size {size}: {error}"
+                layer,
+                f"its traced graph fails at batch {batch}, size {size}: {keras_message(error)}",
             ) from error
         for want, have in zip(expected, got):
             want, have = keras.ops.convert_to_numpy(want), keras.ops.convert_to_numpy(have)
