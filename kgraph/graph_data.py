@@ -195,6 +195,17 @@ class GraphData:
             "(or it was removed by an earlier pass); pass a layer of the lifted model or its name"
         )
 
+    def describe(self, name: str) -> str:
+        """How messages name node `name`: `"'conv1' (Conv2D)"`, or for a model output
+        `"model output 0 (from 'dense_3')"`."""
+        node = self.node(name)
+        if node.kind != "output":
+            return node.describe()
+        index = self.output_names.index(name) if name in self.output_names else "?"
+        producers = self.producers(name)
+        source = f" (from {producers[0][0]!r})" if producers else ""
+        return f"model output {index}{source}"
+
     def find_within(self, prefix: str) -> list[str]:
         """Names of the nodes whose path lies inside `prefix` (`"block"` finds
         `"block/attention"`, ...), in topological order."""

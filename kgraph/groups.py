@@ -223,7 +223,11 @@ class _Analysis:
             )
             return
         if node.kind == "output":
-            self._block(node.inputs[0].space, Blocker.MODEL_OUTPUT, f"they reach {node.describe()}")
+            self._block(
+                node.inputs[0].space,
+                Blocker.MODEL_OUTPUT,
+                f"they reach {self.graph.describe(node.name)}",
+            )
             return
         rule = self.graph.rules.rule_for(node)
         if isinstance(rule, HasHeads) and node.outputs and node.outputs[0].mask is not None:

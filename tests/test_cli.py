@@ -102,7 +102,7 @@ def test_inspect_prints_summary_groups_and_stats(capsys, saved: Path, model: ker
     assert re.search(r"conv1, conv2\s+\d+\s+8  yes$", rows["conv1,"])  # coupled by the Add
     assert re.search(r"16  yes$", rows["conv3"])
     assert re.search(r"12  yes$", rows["fc"])
-    assert rows["head"].endswith("4  no: they reach model output 'output:0'")
+    assert rows["head"].endswith("4  no: they reach model output 0 (from 'head')")
     assert str(counts).splitlines()[-1] in out  # the stats table's total row
 
 

@@ -81,3 +81,26 @@ def test_a_deep_chain_lowers_under_the_default_recursion_limit() -> None:
     assert sys.getrecursionlimit() == limit
     assert small.count_params() < model.count_params()
     assert keras.ops.convert_to_numpy(small(np.ones((1, 3), "float32"))).shape == (1, 3)
+
+
+def test_messages_name_outputs_by_the_layer_feeding_them() -> None:
+    x = keras.Input((4,))
+    model = keras.Model(x, keras.layers.Dense(3, name="head")(keras.layers.Dense(5, name="h")(x)))
+    groups = {g.owners[0]: g for g in kgraph.channel_groups(model)}
+    assert groups["head"].reason == "they reach model output 0 (from 'head')"
+
+
+def test_changing_an_output_s_shape_works_and_warns(caplog) -> None:
+    x = keras.Input((4,))
+    h = keras.layers.Dense(5, name="h")(x)
+    model = keras.Model(x, keras.layers.Dense(3, name="head")(h))
+    graph = kgraph.lift(model)
+    with caplog.at_level("WARNING", logger="kgraph"):
+        smaller = graph.apply(DeleteChannels("head", [0])).lower()
+    assert smaller.output.shape == (None, 2)
+    assert "changes the shape of the model outputs" in caplog.text and "'head'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kgraph"):
+        shorter = graph.apply(kgraph.DeleteLayer("head")).lower()
+    assert shorter.output.shape == (None, 5)
+    assert "model output 0 (from 'head') return its input, of shape (None, 5)" in caplog.text

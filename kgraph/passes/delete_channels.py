@@ -83,6 +83,14 @@ class DeleteChannels(Pass):
             indices = check_channels(self.channels, channel_width(graph, name), requested)
             per_owner = group.owner_channels(group_channels(graph, name, indices))
             touched = [o for o in group.owners if self.delete_own(graph, o, per_owner[o])]
+            if touched and Blocker.MODEL_OUTPUT in group.blockers:
+                log.warning(
+                    "deleting channels %s of %s changes the shape of the model outputs they "
+                    "reach (%s)",
+                    indices,
+                    requested.describe(),
+                    group.reason if group.blocker is Blocker.MODEL_OUTPUT else "a model output",
+                )
             if touched:
                 log.info(
                     "deleted channels %s of %s from its group: %s",

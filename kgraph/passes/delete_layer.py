@@ -6,6 +6,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import attrs
@@ -17,6 +18,8 @@ from kgraph.passes.splice import single_input
 from kgraph.rules.merge import input_views, with_input_view
 
 __all__ = ["DeleteLayer"]
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -40,6 +43,15 @@ class DeleteLayer(Pass):
             if view is not None:
                 for dst, dst_slot, _ in graph.users(node_name, 0):
                     graph.set_node(with_input_view(graph.node(dst), dst_slot, view))
+            outputs = [d for d, _, _ in graph.users(node_name, 0) if graph.node(d).kind == "output"]
+            for output in outputs:
+                log.warning(
+                    "deleting %s makes %s return its input, of shape %s instead of %s",
+                    node.describe(),
+                    graph.describe(output),
+                    graph.node(src).outputs[src_slot].shape,
+                    node.outputs[0].shape,
+                )
             graph.redirect_users(node_name, 0, src, src_slot)
             graph.remove_node(node_name)
         return True

@@ -183,7 +183,7 @@ class PropagateMasks(Pass):
                 if inputs[0].empty:
                     raise ChannelError(
                         f"every channel of {_empty_root(graph, name)!r} would be deleted, but it "
-                        f"is the only path to {node.describe()}; keep at least one channel"
+                        f"is the only path to {graph.describe(name)}; keep at least one channel"
                     )
                 graph.set_node(attrs.evolve(node, inputs=tuple(inputs)))
                 continue
