@@ -120,6 +120,7 @@ class _Analysis:
         self.size: dict[ChannelSpace, int] = {}
         self.reasons: dict[ChannelSpace, tuple[Blocker, str]] = {}  # why not prunable
         self.hidden: set[ChannelSpace] = set()  # spaces attention layers carry
+        self.first_call: dict[str, tuple[Any, Tensor | None]] = {}  # layer -> (node, own)
         self.owned: dict[str, ChannelSpace] = {}  # owner node -> its space
         self.order = graph.topological_order()
         for name in self.order:
@@ -252,6 +253,32 @@ class _Analysis:
                 self._block(tensor.space, Blocker.RESTRICTED, restricted)
             if own is not None:
                 self._block(own.space, Blocker.RESTRICTED, restricted)
+        if node.weight_names:
+            self._share(node, own)
+
+    def _share(self, node: Any, own: Tensor | None) -> None:
+        """The calls of one layer with weights share them: each call's own channels and
+        the channels its first input reads must be deleted alike in every call."""
+        first = self.first_call.setdefault(node.layer, (node, own))
+        if first[0] is node:
+            return
+        where = f"shared layer {node.layer!r}"
+        first_own = first[1]
+        if own is not None and first_own is not None and own.mask.size == first_own.mask.size:
+            self.union(own.space, first_own.space, 0, where)
+        a = first[0].inputs[0] if first[0].inputs else None
+        b = node.inputs[0] if node.inputs else None
+        if (
+            a is not None
+            and b is not None
+            and a.mask is not None
+            and b.mask is not None
+            and _is_element(a.space)
+            and _is_element(b.space)
+            and a.axis == b.axis
+            and a.mask.size == b.mask.size
+        ):
+            self.union(b.space, a.space, 0, where)
 
     def _groups(self) -> list[tuple[ChannelSpace, ChannelGroup]]:
         spaces_of: dict[ChannelSpace, list[ChannelSpace]] = defaultdict(list)

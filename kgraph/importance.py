@@ -201,17 +201,19 @@ def _activation_members(graph: GraphData, group: ChannelGroup) -> list[str]:
         nonlinear = node.class_name in ("ReLU", "LeakyReLU", "ELU", "PReLU") or (
             isinstance(activation, str) and activation != "linear"
         )
-        if node.kind == "layer" and nonlinear and node.call_index == 0:
-            chosen.append(name)
-    return chosen or [o for o in group.owners if graph.node(o).call_index == 0]
+        if node.kind == "layer" and nonlinear:
+            chosen.append(name)  # every call of a shared layer: scored over all of them
+    return chosen or list(group.owners)
 
 
 def _probe_model(graph: GraphData, names: list[str]) -> keras.Model:
     """The lowered graph, answering the outputs of layers `names`."""
     model = lower(graph)
-    outputs = [
-        model.get_layer(graph.node(n).layer)._inbound_nodes[0].output_tensors[0] for n in names
-    ]
+    outputs = []
+    for name in names:
+        node = graph.node(name)
+        call = model.get_layer(node.layer)._inbound_nodes[node.call_index]
+        outputs.append(call.output_tensors[0])
     return keras.Model(model.input, outputs)
 
 

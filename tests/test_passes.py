@@ -325,14 +325,19 @@ def test_shared_layer_changes_apply_to_every_call_or_to_selected_calls() -> None
     np.testing.assert_allclose(one(inputs)[0], model(inputs)[0], rtol=1e-6)  # call 0 untouched
 
 
-def test_shared_layer_fed_differently_pruned_inputs_cannot_be_lowered() -> None:
+def test_the_inputs_of_a_shared_layer_are_one_channel_group() -> None:
+    # d3's kernel reads d1's channels in one call and d2's in the other: deleting a
+    # channel from one deletes it from both, so the one shared kernel can follow
     x = keras.Input((4,))
     d1, d2 = L.Dense(3, name="d1")(x), L.Dense(3, name="d2")(x)
     d3 = L.Dense(2, name="d3")
     model = keras.Model(x, [d3(d1), d3(d2)])
-    graph = kgraph.lift(model).apply(DeleteChannels("d1", [0]), DeleteChannels("d2", [1]))
-    with pytest.raises(kgraph.LowerError, match=r"shared layer 'd3'.*changed differently"):
-        graph.lower()
+    groups = {g.owners: g for g in kgraph.channel_groups(model)}
+    assert ("d1", "d2") in groups and groups[("d1", "d2")].prunable
+    pruned = check_dead_channels(model, {"d1": [0, 1], "d2": [0, 1]}, named=["d1"])
+    np.testing.assert_array_equal(
+        weights_of(pruned, "d3")[0], np.delete(weights_of(model, "d3")[0], [0, 1], axis=0)
+    )
 
 
 # ------------------------------------------------------------ pipeline, immutability

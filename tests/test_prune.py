@@ -361,3 +361,23 @@ def dense_only() -> keras.Model:
     x = keras.Input((6,))
     h = L.Dense(8, activation="relu", name="h")(x)
     return keras.Model(x, L.Dense(2, name="out")(h))
+
+
+@pytest.mark.parametrize("criterion", ["l1", "random", "apoz", "taylor"])
+def test_every_criterion_prunes_a_model_with_shared_layers(criterion: str) -> None:
+    a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    pre = L.Dense(8, activation="relu", name="pre")
+    shared = L.Dense(8, activation="relu", name="shared")
+    y = L.Concatenate(name="cat")([shared(pre(a)), shared(pre(b))])
+    model = keras.Model([a, b], L.Dense(3, name="head")(y))
+    before = fingerprint(model)
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(16, 6)).astype("float32") for _ in range(2)]
+    data = (x, rng.integers(0, 3, 16)) if criterion == "taylor" else x
+    small = kgraph.prune(
+        model, 0.5, criterion, data=data, loss="sparse_categorical_crossentropy"
+    )
+    # one change per shared layer: both calls keep the same 4 of 8 channels
+    assert small.get_layer("shared").units == 4 and small.get_layer("pre").units == 4
+    assert keras.ops.convert_to_numpy(small(x)).shape == (16, 3)
+    assert fingerprint(model) == before
