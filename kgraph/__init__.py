@@ -9,6 +9,7 @@ Example:
 """
 
 from kgraph.analysis import channel_groups, sparsity, stats
+from kgraph.budget import Budget
 from kgraph.errors import (
     ChannelError,
     KGraphError,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Blocker",
+    "Budget",
     "ChannelCut",
     "ChannelError",
     "ChannelGroup",

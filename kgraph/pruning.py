@@ -36,6 +36,7 @@ import attrs
 import keras
 import numpy as np
 
+from kgraph.budget import Budget, bisect, measure, order_by_priority
 from kgraph.errors import PruningError
 from kgraph.graph import Graph
 from kgraph.graph_data import GraphData, LayerRef
@@ -43,6 +44,8 @@ from kgraph.groups import Blocker, ChannelGroup, channel_groups, group_of
 from kgraph.importance import CRITERIA, Criterion, alive, head_importance, importance
 from kgraph.keep_class import keep_class
 from kgraph.lift import lift
+from kgraph.passes.delete_group_channels import DeleteGroupChannels
+from kgraph.passes.pipeline import run_pipeline
 from kgraph.plan import ChannelCut, HeadCut, PruningPlan, cuts_of
 from kgraph.rules.capabilities import HasHeads, restriction
 
@@ -118,6 +121,9 @@ class PruneOptions:
             function-preserving.
         uniform: the same cut in every block (local scope), and the model's own class
             back when it is a keras-hub model (see `kgraph.keep_class`).
+        target: a budget instead of a ratio (`kgraph.Budget`, or text such as
+            "flops=0.5", "params=2M", "bytes=8MB"): channels go in order of score per
+            unit of cost until the model fits (see `kgraph.budget`).
     """
 
     criterion: Any = attrs.field(default="l1", converter=_criterion)
@@ -135,6 +141,9 @@ class PruneOptions:
     heads_criterion: Any = None
     hidden: bool = False
     uniform: bool = False
+    target: Budget | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else Budget.parse(v)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.scope not in ("local", "global"):
@@ -269,9 +278,14 @@ def plan_pruning(
     groups = [
         g for g in all_groups if _prunable(g, options) and not skipped.intersection(g.members)
     ]
-    channel_cuts = _plan_channels(graph, groups, ratio, options) if groups else ()
+    if options.target is not None and groups:
+        channel_cuts = _plan_budget(graph, groups, options)
+    else:
+        channel_cuts = _plan_channels(graph, groups, ratio, options) if groups else ()
     head_cuts = _plan_heads(graph, options, skipped) if options.heads else ()
-    about = f"criterion {_criterion_name(options.criterion)}, {options.scope}, ratio {ratio:g}"
+    about = f"criterion {_criterion_name(options.criterion)}, {options.scope}, " + (
+        f"target {options.target}" if options.target else f"ratio {ratio:g}"
+    )
     if options.heads:
         about += f", heads {options.heads:g}"
     plan = PruningPlan(graph.name, channel_cuts, head_cuts, about)
@@ -365,6 +379,142 @@ def _plan_channels(
     return cuts_of(
         [groups[i] for i in order], [plans[i] for i in order], [scores[i] for i in order]
     )
+
+
+def _scores(graph: GraphData, groups: list[ChannelGroup], options: PruneOptions) -> list:
+    return importance(
+        graph,
+        groups,
+        options.criterion,
+        data=options.data,
+        loss=options.loss,
+        batch_size=options.batch_size,
+        seed=options.seed,
+    )
+
+
+def _plan_budget(
+    graph: GraphData, groups: list[ChannelGroup], options: PruneOptions
+) -> tuple[ChannelCut, ...]:
+    """Channel cuts that bring `graph` to `options.target` (see `kgraph.budget`)."""
+    budget = options.target
+    scores = _scores(graph, groups, options)
+    kept = [alive(graph, g) for g in groups]
+    min_channels, round_to = options.min_channels, options.round_to
+    cost_budget = budget if budget.metric != "latency" else Budget("flops", 0.5)
+    original = measure(graph, budget)
+    goal = budget.goal(original)
+    base = measure(graph, cost_budget)
+    costs = []
+    for group, score, mask in zip(groups, scores, kept):
+        alive_channels = np.flatnonzero(mask)
+        if alive_channels.size < 2 or np.isnan(score[alive_channels]).any():
+            costs.append(0.0)
+            continue
+        lowest = int(alive_channels[np.nanargmin(score[alive_channels])])
+        single = run_pipeline(graph, [DeleteGroupChannels(group.owners[0], [lowest])]).graph
+        costs.append(base - measure(single, cost_budget))
+    limits = [int(m.sum()) - max(min_channels, 1) for m in kept]
+    order = order_by_priority(scores, kept, costs, limits)
+
+    def removals(count: int) -> dict[int, int]:
+        removed: dict[int, int] = {}
+        for g, _ in order[:count]:
+            removed[g] = removed.get(g, 0) + 1
+        return removed
+
+    def cuts_for(removed: dict[int, int]) -> tuple[ChannelCut, ...]:
+        chosen = {}
+        for g, number in removed.items():
+            n = int(kept[g].sum())
+            keep = _keep_count(n, number, min_channels, round_to)
+            chosen[g] = _lowest(groups[g], scores[g], kept[g], n - keep, min_channels)
+        index = sorted(chosen)
+        return cuts_of(
+            [groups[g] for g in index], [chosen[g] for g in index], [scores[g] for g in index]
+        )
+
+    def amount_of(removed: dict[int, int]) -> float:
+        cuts = cuts_for(removed)
+        if not cuts:
+            return original
+        passes = [DeleteGroupChannels(c.owner, c.channels) for c in cuts]
+        return measure(run_pipeline(graph, passes).graph, budget)
+
+    count, reached = bisect(len(order), lambda k: amount_of(removals(k)), goal)
+    best = removals(count)
+    if count > 0 and abs(reached - goal) / goal > budget.tolerance:
+        best, reached = _fill(removals(count - 1), best, reached, goal, amount_of, order, count)
+    miss = abs(reached - goal) / goal
+    if miss > budget.tolerance:
+        log.warning(
+            "budget %s (%.4g of %s) is not reachable within %.0f%%: the closest plan gives "
+            "%.4g (%.1f%% off); %s",
+            budget,
+            goal,
+            budget.metric,
+            budget.tolerance * 100,
+            reached,
+            miss * 100,
+            "min_channels and round_to keep channels, and unprunable layers stay"
+            if reached > goal
+            else "the channels come in steps of that size",
+        )
+    log.info("budget %s: %.4g -> %.4g (goal %.4g)", budget, original, reached, goal)
+    return cuts_for(best)
+
+
+def _fill(
+    state: dict[int, int],
+    best: dict[int, int],
+    reached: float,
+    goal: float,
+    amount_of: Any,
+    order: list[tuple[int, int]],
+    count: int,
+    evaluations: int = 300,
+) -> tuple[dict[int, int], float]:
+    """Get nearer the goal (from below) than `best` (`reached`) in steps finer than the
+    order's next channel: from `state` (just above the goal) walk down by the smallest
+    single-channel step, keeping the closest plan that lands below; then trade one
+    channel of a group for one of another while that lands closer. At most
+    `evaluations` plans are measured."""
+    limit = {g: sum(1 for h, _ in order if h == g) for g, _ in order}
+    candidates = sorted(limit)
+    value = amount_of(state)
+
+    def step(trial: dict[int, int]) -> float | None:
+        nonlocal evaluations
+        if evaluations <= 0 or any(n < 0 or n > limit.get(g, 0) for g, n in trial.items()):
+            return None
+        evaluations -= 1
+        return amount_of(trial)
+
+    while evaluations > 0:  # down, in the finest steps there are
+        trials = [
+            (found, trial)
+            for g in candidates
+            if (found := step(trial := {**state, g: state.get(g, 0) + 1})) is not None
+        ]
+        for found, trial in trials:
+            if reached < found <= goal:
+                best, reached = trial, found
+        above = [t for t in trials if goal < t[0] < value]
+        if not above:
+            break
+        value, state = max(above, key=lambda t: t[0])
+    improved = True
+    while improved and evaluations > 0:  # trades that land closer below the goal
+        improved = False
+        for give in [g for g, n in best.items() if n > 0]:
+            for take in candidates:
+                if take == give:
+                    continue
+                trial = {**best, give: best[give] - 1, take: best.get(take, 0) + 1}
+                found = step(trial)
+                if found is not None and reached < found <= goal:
+                    best, reached, improved = trial, found, True
+    return best, reached
 
 
 def _plan_heads(graph: GraphData, options: PruneOptions, skipped: set[str]) -> tuple[HeadCut, ...]:
