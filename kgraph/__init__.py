@@ -44,6 +44,7 @@ from kgraph.passes import (
 from kgraph.plan import ChannelCut, HeadCut, PlanError, PruningPlan
 from kgraph.pruning import PruneOptions, iterative_prune, plan, prune
 from kgraph.rules import Rule, RuleSet, register_rule, unregister_rule
+from kgraph.sensitivity import SensitivityReport, sensitivity
 from kgraph.sparse import (
     ConstantSparsity,
     GradualPruning,
@@ -88,6 +89,7 @@ __all__ = [
     "ReplaceMatching",
     "Rule",
     "RuleSet",
+    "SensitivityReport",
     "Slot",
     "Sparsify",
     "SparsityError",
@@ -104,6 +106,7 @@ __all__ = [
     "plan",
     "prune",
     "register_rule",
+    "sensitivity",
     "sparsity",
     "stats",
     "unregister_rule",
