@@ -145,3 +145,17 @@ def test_the_core_layers_are_where_the_docs_say() -> None:
         for member in members:
             name = f"kgraph.{member.removesuffix('.*')}"
             assert name in known, f"{name} is listed in LAYERS but does not exist"
+
+
+def test_importing_kgraph_loads_no_backend() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kgraph\n"
+        "heavy = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert 'prune' in dir(kgraph) and kgraph.__version__\n"
+        "assert callable(kgraph.lift) and kgraph.groups.group_of\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
