@@ -31,6 +31,7 @@ import attrs
 import keras
 import numpy as np
 
+from kgraph.criteria import BUILTIN
 from kgraph.errors import KGraphError, PruningError
 from kgraph.graph_data import GraphData
 from kgraph.groups import ChannelGroup, analysis
@@ -466,43 +467,26 @@ def _callable_scores(
     return results
 
 
-for _criterion in (
-    Criterion(
-        "l1",
-        "L1 norm of the weights making each channel (Li et al. 2017)",
-        lambda graph, groups, inputs: [_norms(graph, g, 1) for g in groups],
-        score_heads=_head_norms(1),
-    ),
-    Criterion(
-        "l2",
-        "L2 norm of the weights making each channel",
-        lambda graph, groups, inputs: [_norms(graph, g, 2) for g in groups],
-        score_heads=_head_norms(2),
-    ),
-    Criterion(
-        "bn_scale",
-        "|gamma| of the BatchNormalization layers of the group (network slimming)",
-        lambda graph, groups, inputs: [_bn_scale(graph, g) for g in groups],
-    ),
-    Criterion(
-        "apoz",
-        "1 - average percentage of zeros of the activations on data (Hu et al. 2016)",
-        _apoz,
-        needs_data=True,
-    ),
-    Criterion(
-        "taylor",
-        "|activation x gradient of the loss| on data with targets (Molchanov et al. 2017)",
-        _taylor,
-        needs_data=True,
-        needs_loss=True,
-        score_heads=_taylor_heads,
-    ),
-    Criterion(
-        "random", "uniform random scores (seeded): a baseline", _random, score_heads=_random_heads
-    ),
-):
-    register_criterion(_criterion)
+_SCORERS: dict[str, tuple[Any, HeadScorer | None]] = {
+    "l1": (lambda graph, groups, inputs: [_norms(graph, g, 1) for g in groups], _head_norms(1)),
+    "l2": (lambda graph, groups, inputs: [_norms(graph, g, 2) for g in groups], _head_norms(2)),
+    "bn_scale": (lambda graph, groups, inputs: [_bn_scale(graph, g) for g in groups], None),
+    "apoz": (_apoz, None),
+    "taylor": (_taylor, _taylor_heads),
+    "random": (_random, _random_heads),
+}
+for _name, _info in BUILTIN.items():  # the names, summaries and needs are kgraph.criteria's
+    _score, _heads = _SCORERS[_name]
+    register_criterion(
+        Criterion(
+            _name,
+            _info.summary,
+            _score,
+            needs_data=_info.needs_data,
+            needs_loss=_info.needs_loss,
+            score_heads=_heads,
+        )
+    )
 
 
 def importance(

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kgraph"
 
 # Modules of each layer (a trailing ".*" takes a whole package); the rest is the API.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("ir", ["errors", "deferred", "spaces", "ir", "indices"]),
+    ("ir", ["errors", "deferred", "spaces", "ir", "indices", "criteria"]),
     ("graph data", ["graph_data", "keras_utils"]),
     ("rules", ["rules", "rules.*"]),
     ("analysis", ["groups", "stats", "verify", "view", "printing", "dump", "sparse", "sparse.*"]),
