@@ -1,10 +1,12 @@
-"""Dumps of the IR: Graphviz DOT, SVG/PNG through Graphviz, and a self-contained HTML page.
+"""Dumps of the IR: Graphviz DOT, SVG/PNG through Graphviz, and self-contained HTML pages.
 
 Changed nodes (channels pruned on their outputs or inputs) and new layers are
 highlighted, and so are pruned edges (tensors whose mask drops channels). The
 `.svg` and `.png` formats run Graphviz's `dot` program; `.txt`, `.dot` and
-`.html` need nothing but Python (the HTML page embeds Graphviz's drawing when
-`dot` is installed and draws the graph itself otherwise).
+`.html` need nothing but Python. An `.html` dump is the interactive page of
+`kgraph.page` (pan, zoom, collapsible blocks, search, a colour per fraction of
+channels kept, a sortable table); `to_html` writes the static page instead (no
+script: Graphviz's drawing when `dot` is installed, kgraph's own otherwise).
 
 Example:
     >>> pruned = kgraph.lift(model).apply(DeleteChannels("conv1", [0, 3]))
@@ -28,6 +30,7 @@ import attrs
 
 from kgraph.errors import KGraphError
 from kgraph.graph_data import GraphData
+from kgraph.page import to_page
 from kgraph.printing import format_graph
 from kgraph.view import EdgeView, NodeView, edge_views, node_views
 
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 
 FORMATS: dict[str, str] = {
     ".dot": "Graphviz DOT source",
-    ".html": "a self-contained web page: the drawn graph, a table of nodes and the text IR",
+    ".html": "a self-contained interactive web page: the graph, a table of layers, the text IR",
     ".png": "a PNG image drawn by Graphviz",
     ".svg": "an SVG image drawn by Graphviz",
     ".txt": "the text IR (str(graph))",
@@ -497,17 +500,26 @@ def dump(
     *,
     layout: str = "auto",
     baseline: GraphData | None = None,
+    compare: GraphData | None = None,
 ) -> Path:
     """Write `graph` to `path` in the format its extension names; return the path.
 
     `.txt` (text IR), `.dot` (Graphviz DOT), `.svg`/`.png` (drawn by Graphviz's
-    `dot`; `GraphvizNotFoundError` when it is not installed) and `.html` (a
-    self-contained page; `layout` as in `to_html`). `baseline`: also highlight
-    what differs from that graph (see `node_views`). Missing folders are created.
-    The graph is never changed.
+    `dot`; `GraphvizNotFoundError` when it is not installed) and `.html`: with
+    `layout="auto"` the interactive page of `kgraph.page.to_page`, with "graphviz"
+    or "builtin" the static page of `to_html` drawn that way. `baseline`: also
+    highlight what differs from that graph (see `node_views`). `compare`: the graph
+    to compare with on the interactive page (before → after per layer, matched by
+    name; `baseline` serves when it is not given, and `compare` serves as `baseline`
+    for the other formats). Missing folders are created. The graph is never changed.
+
+    Example:
+        >>> dump(pruned, "report/pruned.html", compare=graph)   # what pruning changed
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if baseline is None:
+        baseline = compare
     if suffix not in FORMATS:
         supported = ", ".join(f"{ext} ({what})" for ext, what in sorted(FORMATS.items()))
         raise KGraphError(
@@ -518,6 +530,8 @@ def dump(
         content = (format_graph(graph) + "\n").encode("utf-8")
     elif suffix == ".dot":
         content = to_dot(graph, baseline=baseline).encode("utf-8")
+    elif suffix == ".html" and layout == "auto":
+        content = to_page(graph, compare=baseline).encode("utf-8")
     elif suffix == ".html":
         content = to_html(graph, layout=layout, baseline=baseline).encode("utf-8")
     else:

@@ -75,11 +75,17 @@ class Stats:
         return Comparison(self, after)
 
     def __str__(self) -> str:
-        rows = [
-            [s.name, s.class_name, human(s.params), human(s.flops)]
-            for s in self.layers
-            if s.params or s.flops
-        ]
+        return self.table()
+
+    def table(self, limit: int | None = None, *, largest: bool = False) -> str:
+        """The per-layer table: in graph order, or with `largest` the layers with the most
+        parameters (then FLOPs) first; at most `limit` rows (a line says how many more)."""
+        shown = [s for s in self.layers if s.params or s.flops]
+        if largest:
+            shown.sort(key=lambda s: (-s.params, -s.flops))
+        rows = [[s.name, s.class_name, human(s.params), human(s.flops)] for s in shown[:limit]]
+        if limit is not None and len(shown) > limit:
+            rows.append([f"... {len(shown) - limit} more layers", "", "", ""])
         rows.append(["total", "", human(self.params), human(self.flops)])
         return f"{self.model}\n" + _table(["layer", "class", "params", "FLOPs"], rows)
 
@@ -92,12 +98,18 @@ class Comparison:
     after: Stats
 
     def __str__(self) -> str:
+        return self.table()
+
+    def table(self, limit: int | None = None, *, largest: bool = False) -> str:
+        """The before/after table: in graph order, or with `largest` the layers that had
+        the most parameters first; at most `limit` rows."""
         after = {s.name: s for s in self.after.layers}
         rows = []
-        for old in self.before.layers:
+        shown = [s for s in self.before.layers if s.params or s.flops]
+        if largest:
+            shown.sort(key=lambda s: (-s.params, -s.flops))
+        for old in shown[:limit]:
             new = after.get(old.name)
-            if not (old.params or old.flops):
-                continue
             rows.append(
                 [
                     old.name,
@@ -107,6 +119,8 @@ class Comparison:
                     human(new.flops) if new else "deleted",
                 ]
             )
+        if limit is not None and len(shown) > limit:
+            rows.append([f"... {len(shown) - limit} more layers", "", "", "", ""])
         rows.append(
             [
                 "total",

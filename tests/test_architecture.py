@@ -22,7 +22,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("ir", ["errors", "deferred", "spaces", "ir", "indices", "criteria"]),
     ("graph data", ["graph_data", "keras_utils"]),
     ("rules", ["rules", "rules.*"]),
-    ("analysis", ["groups", "stats", "verify", "view", "printing", "dump", "sparse", "sparse.*"]),
+    (
+        "analysis",
+        ["groups", "stats", "verify", "view", "printing", "page", "dump", "sparse", "sparse.*"],
+    ),
     ("passes", ["passes", "passes.*"]),
     ("lift/lower", ["weight_feed", "lower", "graph", "trace", "configs", "lift"]),
 ]
