@@ -110,7 +110,7 @@ def test_inspect_abbreviates_long_tables_unless_all(capsys, saved, monkeypatch) 
     monkeypatch.setattr(cli, "ROWS", 2)
     _, short, _ = run(capsys, "inspect", saved)
     assert "... 2 more groups (--all shows every one)" in short
-    assert "more layers (--all shows every one)" in short
+    assert "more layers" in short
     assert "head" in short.split("Channel groups")[0]  # the summary names the output
     _, full, _ = run(capsys, "inspect", saved, "--all")
     assert "more groups" not in full and "more layers" not in full
@@ -258,8 +258,8 @@ def test_progress_and_log_lines(capsys, saved, tmp_path) -> None:
     steps = [
         "loading .*tiny.keras",
         "lifting the model to kgraph's IR",
-        "scoring channels by apoz",
-        r"deleting \d+ channels from 3 channel groups",
+        "scoring and choosing channels by apoz",
+        r"deleting \d+ channels and 0 heads",
         "lowering to a Keras model",
         "saving .*small.keras",
     ]
@@ -403,7 +403,10 @@ def test_a_failed_save_leaves_no_partial_output(capsys, saved, tmp_path, monkeyp
     monkeypatch.setattr(keras.Model, "save", broken_save)
     code, _, err = run(capsys, "prune", saved, "-o", output)
     assert code == 1
-    assert one_error_line(err) == "kgraph: error: No space left on device"
+    assert (
+        one_error_line(err)
+        == f"kgraph: error: cannot write {str(output)!r}: No space left on device"
+    )
     assert output.read_text() == "the previous version"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.keras"]
 
