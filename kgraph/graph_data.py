@@ -48,6 +48,8 @@ class GraphData:
         inputs, outputs: the model's input and output structures with node names as
             leaves, and `input_names`, `output_names` those leaves in order.
         rules: the `kgraph.rules.RuleSet` the graph's nodes are read with.
+        dtype_policy: the name of the model's own dtype policy (e.g. "mixed_float16"),
+            given back by `lower()`; None leaves Keras's global policy.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class GraphData:
         input_names: Sequence[str],
         output_names: Sequence[str],
         rules: RuleSet,
+        dtype_policy: str | None = None,
     ) -> None:
         self._g = nx_graph
+        self.dtype_policy = dtype_policy
         self.name = name
         self.inputs_struct = inputs
         self.outputs_struct = outputs
@@ -284,6 +288,7 @@ class GraphData:
         new.input_names = list(self.input_names)
         new.output_names = list(self.output_names)
         new.rules = self.rules if rules is None else rules
+        new.dtype_policy = self.dtype_policy
         new._frozen = False
         new._order = None
         new._cache = {}

@@ -354,6 +354,16 @@ def group_channels(graph: GraphData, name: str, channels: Sequence[int]) -> list
     return [c + offset for c in channels]
 
 
+def alive(graph: GraphData, group: ChannelGroup) -> np.ndarray:
+    """Which lifted channels of `group` are still there (kept by some owner)."""
+    kept = np.zeros(group.channels, dtype=bool)
+    for owner in group.owners:
+        offset, width = analysis(graph).position(owner)
+        node = graph.node(owner)
+        kept[offset : offset + width] |= graph.rules.rule_for(node).owned_output(node).mask
+    return kept
+
+
 def channel_width(graph: GraphData, name: str) -> int:
     """How many lifted channels node `name` has in its group."""
     return analysis(graph).position(name)[1]

@@ -34,7 +34,7 @@ import numpy as np
 from kgraph.criteria import BUILTIN
 from kgraph.errors import KGraphError, PruningError
 from kgraph.graph_data import GraphData
-from kgraph.groups import ChannelGroup, analysis
+from kgraph.groups import ChannelGroup, alive, analysis
 from kgraph.lower import lower
 from kgraph.passes.insert_layer import InsertLayer
 from kgraph.passes.pipeline import run_pipeline
@@ -550,16 +550,6 @@ def head_importance(
         )
     inputs = ScoringInputs(data=data, loss=loss, batch_size=batch_size, seed=seed)
     return found.score_heads(graph, names, inputs)
-
-
-def alive(graph: GraphData, group: ChannelGroup) -> np.ndarray:
-    """Which lifted channels of `group` are still there (kept by some owner)."""
-    kept = np.zeros(group.channels, dtype=bool)
-    for owner in group.owners:
-        offset, width = analysis(graph).position(owner)
-        node = graph.node(owner)
-        kept[offset : offset + width] |= graph.rules.rule_for(node).owned_output(node).mask
-    return kept
 
 
 def _mask_deleted(graph: GraphData, group: ChannelGroup, scores: np.ndarray) -> np.ndarray:

@@ -358,8 +358,26 @@ def _build(
         input_names=keras.tree.flatten(inputs_struct),
         output_names=keras.tree.flatten(outputs_struct),
         rules=rules,
+        dtype_policy=_model_policy(model),
     )
     return graph
+
+
+def _model_policy(model: keras.Model) -> str:
+    """The name of `model`'s own dtype policy. A model saved under a mixed policy and
+    loaded under float32 has a float32 model policy but mixed layers (Keras keeps
+    only the layers' policies); there the mixed policy of its layers is the model's,
+    so that `compile` adds loss scaling as it did for the original.
+    """
+    own = model.dtype_policy.name
+    if own != "float32":
+        return own
+    mixed = {
+        layer.dtype_policy.name
+        for layer in model._flatten_layers(include_self=False)
+        if layer.dtype_policy.name.startswith("mixed_")
+    }
+    return mixed.pop() if len(mixed) == 1 else own
 
 
 def _weights(operation: Any) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:

@@ -48,8 +48,20 @@ def _build(node: Node, values: list[Any]) -> tuple[Any, Any]:
     except ValueError as error:  # set_weights of a layer whose weights do not line up
         raise LowerError(
             f"weights of {node.describe()} do not fit the layer: {keras_message(error)}"
+            + _sharding_hint()
         ) from error
     return built.layer, built.outputs
+
+
+def _sharding_hint() -> str:
+    distribution = keras.distribution.distribution()
+    if getattr(distribution, "_layout_map", None) is None:
+        return ""
+    return (
+        f"; under {type(distribution).__name__}'s layout map every sharded dimension must "
+        "divide by its mesh axis: delete channels in multiples of it (prune(..., "
+        "round_to=<axis size>), DeleteChannels(..., round_to=<axis size>))"
+    )
 
 
 def _finalize(layer: Any) -> None:
@@ -108,7 +120,7 @@ def lower(graph: GraphData) -> keras.Model:
     outputs = [tensors[graph.producers(n)[0]] for n in graph.output_names]
     with recursion_for(depth(graph)):  # Keras walks a functional graph recursively
         try:
-            return keras.Model(
+            model = keras.Model(
                 inputs=keras.tree.pack_sequence_as(graph.inputs_struct, inputs),
                 outputs=keras.tree.pack_sequence_as(graph.outputs_struct, outputs),
                 name=graph.name,
@@ -119,6 +131,9 @@ def lower(graph: GraphData) -> keras.Model:
                 f"{graph.name!r}; raise sys.setrecursionlimit (it is "
                 f"{sys.getrecursionlimit()} now)"
             ) from error
+    if graph.dtype_policy is not None:  # e.g. mixed_float16: compile() adds loss scaling
+        model.dtype_policy = graph.dtype_policy
+    return model
 
 
 def depth(graph: GraphData) -> int:

@@ -19,7 +19,7 @@ import attrs
 
 from kgraph.errors import ChannelError
 from kgraph.graph_data import GraphData, LayerRef
-from kgraph.groups import Blocker, channel_width, group_channels, group_of
+from kgraph.groups import Blocker, alive, channel_width, group_channels, group_of
 from kgraph.indices import check_indices
 from kgraph.ir import Node, delete_from
 from kgraph.passes.base import Pass, as_tuple, optional_tuple
@@ -59,12 +59,26 @@ class DeleteChannels(Pass):
         calls: which calls of a shared layer (their `call_index`, kerassurgeon's
             `node_indices`); None for every call. The selected calls get a copy of
             the layer of their own, named `<layer>_delete_channels`.
+        round_to: the group must keep a multiple of this many channels (e.g. the
+            size of the mesh axis a layout map shards it on); `ChannelError` if the
+            deletion would leave another count.
     """
 
     name: ClassVar[str] = "delete-channels"
     layer: LayerRef
     channels: tuple[int, ...] = attrs.field(converter=as_tuple)
     calls: tuple[int, ...] | None = attrs.field(default=None, converter=optional_tuple)
+    round_to: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.round_to is not None and (
+            isinstance(self.round_to, bool)
+            or not isinstance(self.round_to, int)
+            or self.round_to < 1
+        ):
+            raise ChannelError(
+                f"round_to must be a positive integer or None, got {self.round_to!r}"
+            )
 
     def run(self, graph: GraphData) -> bool:
         names = graph.find_calls(self.layer, self.calls)
@@ -81,7 +95,10 @@ class DeleteChannels(Pass):
                     f"the channels of {requested.describe()} cannot be deleted: {group.reason}"
                 )
             indices = check_channels(self.channels, channel_width(graph, name), requested)
-            per_owner = group.owner_channels(group_channels(graph, name, indices))
+            in_group = group_channels(graph, name, indices)
+            if self.round_to:
+                self.check_rounding(graph, group, in_group, requested)
+            per_owner = group.owner_channels(in_group)
             touched = [o for o in group.owners if self.delete_own(graph, o, per_owner[o])]
             if touched and Blocker.MODEL_OUTPUT in group.blockers:
                 log.warning(
@@ -100,6 +117,21 @@ class DeleteChannels(Pass):
                 )
             changed = changed or bool(touched)
         return changed
+
+    def check_rounding(
+        self, graph: GraphData, group: Any, channels: list[int], requested: Node
+    ) -> None:
+        """Refuse a deletion that leaves a group count not divisible by `round_to`."""
+        kept = alive(graph, group)
+        removed = int(kept[channels].sum())
+        left = int(kept.sum()) - removed
+        over = left % self.round_to
+        if removed and over:
+            raise ChannelError(
+                f"deleting {removed} channels of {requested.describe()} leaves {left}, not a "
+                f"multiple of round_to={self.round_to}; delete {over} more or "
+                f"{self.round_to - over} fewer"
+            )
 
     @staticmethod
     def delete_own(graph: GraphData, owner: str, indices: list[int]) -> bool:
