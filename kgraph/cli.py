@@ -43,6 +43,7 @@ from typing import Any
 
 from kgraph import __version__
 from kgraph.criteria import BUILTIN
+from kgraph.tables import table
 
 __all__ = [
     "CommandError",
@@ -52,7 +53,6 @@ __all__ = [
     "load_model",
     "main",
     "out",
-    "table",
 ]
 
 ROWS = 20  # table rows shown unless --all
@@ -138,29 +138,6 @@ class _Parser(argparse.ArgumentParser):
 def out(text: str = "") -> None:
     """A line on stdout (the command's result)."""
     sys.stdout.write(text + "\n")
-
-
-def table(
-    header: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    total: Sequence[Any] = (),
-    align: str = "",
-) -> str:
-    """Columns aligned by `align` ("l"/"r" each; default: the first left, the others right),
-    with `total` below a rule."""
-    align = align or "l" + "r" * (len(header) - 1)
-    every = [header, *rows, *([total] if total else [])]
-    widths = [max(len(str(row[i])) for row in every) for i in range(len(header))]
-    rule = "  ".join("-" * w for w in widths)
-
-    def line(row: Sequence[Any]) -> str:
-        cells = [
-            str(c).ljust(w) if a == "l" else str(c).rjust(w) for c, w, a in zip(row, widths, align)
-        ]
-        return "  ".join(cells).rstrip()
-
-    lines = [line(header), rule, *map(line, rows)]
-    return "\n".join([*lines, rule, line(total)] if total else lines)
 
 
 def abbreviate(text: str, limit: int | None, what: str) -> str:

@@ -29,10 +29,11 @@ import keras
 import numpy as np
 
 import kgraph
-from kgraph.cli import CommandError, out, table
+from kgraph.cli import CommandError, out
 from kgraph.cli import main as cli_main
 from kgraph.pruning import prune_graph
 from kgraph.stats import Stats, human
+from kgraph.tables import table
 
 __all__ = ["Variant", "build_lenet", "digits", "latencies", "main", "run"]
 
@@ -97,7 +98,7 @@ def _train(model: keras.Model, x: np.ndarray, y: np.ndarray, epochs: int, seed: 
 
 
 def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    predictions = np.asarray(model(x, training=False))  # eager: no tf.function to trace
+    predictions = keras.ops.convert_to_numpy(model(x, training=False))  # eager: nothing to trace
     return float(np.mean(np.argmax(predictions, axis=-1) == y))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,14 @@ from kgraph.passes.base import Pass
 from kgraph.passes.delete_group_channels import DeleteGroupChannels
 from kgraph.passes.delete_heads import DeleteHeads
 from kgraph.rules.capabilities import HasHeads
+from kgraph.tables import table
 
 __all__ = ["ChannelCut", "HeadCut", "PlanError", "PruningPlan", "cuts_of"]
 
 FORMAT = "kgraph-pruning-plan"
 VERSION = 1
+_SCALAR = r'(?:-?[0-9][0-9.eE+-]*|"(?:[^"\\]|\\.)*")'  # a number or a JSON string
+_SCALAR_LIST = re.compile(rf"\[\s*({_SCALAR}(?:,\s*{_SCALAR})*)\s*\]")
 
 
 class PlanError(PruningError):
@@ -185,29 +189,35 @@ class PruningPlan:
 
     def __str__(self) -> str:
         about = f" ({self.description})" if self.description else ""
-        lines = [f"pruning plan for {self.model!r}{about}"]
+        parts = [f"pruning plan for {self.model!r}{about}"]
         if self.channels:
-            width = max(len(c.owner) for c in self.channels)
-            lines.append(f"  {'channel group':<{width}}  members  channels   scores of deleted")
-            for cut in self.channels:
-                after = cut.width - len(cut.channels)
-                scores = f"{min(cut.scores):.3g}..{max(cut.scores):.3g}" if cut.scores else "-"
-                lines.append(
-                    f"  {cut.owner:<{width}}  {len(cut.members):>7}  "
-                    f"{cut.width:>4} -> {after:<4} {scores}"
-                )
+            rows = [
+                [
+                    cut.owner,
+                    len(cut.members),
+                    f"{cut.width} -> {cut.width - len(cut.channels)}",
+                    f"{min(cut.scores):.3g}..{max(cut.scores):.3g}" if cut.scores else "-",
+                ]
+                for cut in self.channels
+            ]
+            header = ["channel group", "members", "channels", "scores of deleted"]
+            parts.append(table(header, rows, align="lrrl"))
         if self.heads:
-            width = max(len(c.layer) for c in self.heads)
-            lines.append(f"  {'attention layer':<{width}}  heads")
-            for cut in self.heads:
-                after = cut.count - len(cut.heads)
-                kv = f" (key/value heads {list(cut.kv_heads)})" if cut.kv_heads else ""
-                lines.append(f"  {cut.layer:<{width}}  {cut.count} -> {after}{kv}")
-        lines.append(
-            f"  total: {self.deleted_channels} channels from {len(self.channels)} groups, "
+            rows = [
+                [
+                    cut.layer,
+                    f"{cut.count} -> {cut.count - len(cut.heads)}",
+                    ", ".join(map(str, cut.kv_heads)) or "-",
+                ]
+                for cut in self.heads
+            ]
+            header = ["attention layer", "heads", "key/value heads deleted"]
+            parts.append(table(header, rows, align="lrl"))
+        parts.append(
+            f"total: {self.deleted_channels} channels from {len(self.channels)} groups, "
             f"{self.deleted_heads} heads from {len(self.heads)} attention layers"
         )
-        return "\n".join(lines)
+        return "\n".join(parts)
 
     # -- saving --------------------------------------------------------------------------
 
@@ -222,7 +232,9 @@ class PruningPlan:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
+        """The plan as JSON, one cut per few lines (each list of numbers or names on one)."""
+        text = json.dumps(self.to_dict(), indent=1)
+        return _SCALAR_LIST.sub(lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
 
     @classmethod
     def from_dict(cls, data: Any) -> PruningPlan:

@@ -30,10 +30,11 @@ import numpy as np
 
 from kgraph.errors import KGraphError, PruningError
 from kgraph.graph import Graph
-from kgraph.groups import channel_groups
-from kgraph.importance import alive, importance
+from kgraph.groups import alive, channel_groups
+from kgraph.importance import importance
 from kgraph.lift import lift
 from kgraph.passes.delete_group_channels import DeleteGroupChannels
+from kgraph.tables import table
 
 __all__ = ["SensitivityReport", "sensitivity"]
 
@@ -94,16 +95,13 @@ class SensitivityReport:
         }
 
     def __str__(self) -> str:
-        width = max([len(o) for o in self.rows] + [5])
-        head = "  ".join(f"{r:>7.0%}" for r in self.ratios)
-        lines = [
-            f"sensitivity of {self.model!r}: {self.metric} (baseline {self.baseline:.4g})",
-            f"{'group':<{width}}  {'chans':>5}  {head}",
+        header = ["group", "channels", *(f"{r:.0%}" for r in self.ratios)]
+        rows = [
+            [owner, self.widths[owner], *(f"{v:.4g}" for v in values)]
+            for owner, values in self.rows.items()
         ]
-        for owner, values in self.rows.items():
-            cells = "  ".join(f"{v:>7.4g}" for v in values)
-            lines.append(f"{owner:<{width}}  {self.widths[owner]:>5}  {cells}")
-        return "\n".join(lines)
+        title = f"sensitivity of {self.model!r}: {self.metric} (baseline {self.baseline:.4g})"
+        return f"{title}\n{table(header, rows)}"
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
         """Draw the metric against the ratio, one line per group, to `.png`, `.svg` or
@@ -113,10 +111,7 @@ class SensitivityReport:
         if suffix not in (".png", ".svg", ".html"):
             raise KGraphError(f"plot to .png, .svg or .html, not {str(path)!r}")
         try:
-            import matplotlib  # optional: only the plot needs it
-
-            matplotlib.use("Agg", force=False)
-            from matplotlib.figure import Figure
+            from matplotlib.figure import Figure  # optional: only the plot needs it
         except ImportError as error:
             raise KGraphError('plotting needs matplotlib: pip install "kgraph[plot]"') from error
         figure = Figure(figsize=(8, 5), dpi=100)

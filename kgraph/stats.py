@@ -18,6 +18,7 @@ import attrs
 
 from kgraph.graph_data import GraphData
 from kgraph.rules.capabilities import macs
+from kgraph.tables import table
 
 __all__ = ["Comparison", "LayerStats", "Stats", "stats"]
 
@@ -28,21 +29,6 @@ def human(count: float) -> str:
         if abs(count) >= size:
             return f"{count / size:.2f}{unit}"
     return f"{count:.0f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-
-    def fmt(row: list[str]) -> str:
-        cells = [
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths))
-        ]
-        return "  ".join(cells).rstrip()
-
-    body = [fmt(r) for r in rows[:-1]]
-    return "\n".join([fmt(header), line, *body, line, fmt(rows[-1])])
 
 
 @attrs.frozen
@@ -86,8 +72,8 @@ class Stats:
         rows = [[s.name, s.class_name, human(s.params), human(s.flops)] for s in shown[:limit]]
         if limit is not None and len(shown) > limit:
             rows.append([f"... {len(shown) - limit} more layers", "", "", ""])
-        rows.append(["total", "", human(self.params), human(self.flops)])
-        return f"{self.model}\n" + _table(["layer", "class", "params", "FLOPs"], rows)
+        total = ["total", "", human(self.params), human(self.flops)]
+        return f"{self.model}\n" + table(["layer", "class", "params", "FLOPs"], rows, total)
 
 
 @attrs.frozen
@@ -121,17 +107,15 @@ class Comparison:
             )
         if limit is not None and len(shown) > limit:
             rows.append([f"... {len(shown) - limit} more layers", "", "", "", ""])
-        rows.append(
-            [
-                "total",
-                human(self.before.params),
-                f"{human(self.after.params)} ({_ratio(self.before.params, self.after.params)})",
-                human(self.before.flops),
-                f"{human(self.after.flops)} ({_ratio(self.before.flops, self.after.flops)})",
-            ]
-        )
+        total = [
+            "total",
+            human(self.before.params),
+            f"{human(self.after.params)} ({_ratio(self.before.params, self.after.params)})",
+            human(self.before.flops),
+            f"{human(self.after.flops)} ({_ratio(self.before.flops, self.after.flops)})",
+        ]
         header = ["layer", "params before", "params after", "FLOPs before", "FLOPs after"]
-        return _table(header, rows)
+        return table(header, rows, total)
 
 
 def _ratio(before: int, after: int) -> str:

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kgraph"
 
 # Modules of each layer (a trailing ".*" takes a whole package); the rest is the API.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("ir", ["errors", "deferred", "spaces", "ir", "indices", "criteria"]),
+    ("ir", ["errors", "deferred", "spaces", "ir", "indices", "criteria", "tables"]),
     ("graph data", ["graph_data", "keras_utils"]),
     ("rules", ["rules", "rules.*"]),
     (
