@@ -179,3 +179,28 @@ def test_calibrate_needs_data(capsys, saved: Path, tmp_path: Path) -> None:
     assert code == 0
     small = keras.saving.load_model(tmp_path / "s.keras")
     assert small.get_layer("bn2").moving_mean.shape[0] == 4
+
+
+# Off TensorFlow an export converts in a TensorFlow subprocess (10-60 s): the slow suite.
+EXPORT_SPEED = [pytest.mark.slow] if keras.backend.backend() != "tensorflow" else []
+
+
+@pytest.mark.parametrize(
+    "suffix", [pytest.param(s, marks=EXPORT_SPEED) for s in (".tflite", ".onnx")]
+)
+def test_prune_writes_a_deployable_file(capsys, saved: Path, tmp_path: Path, suffix: str) -> None:
+    """-o small.tflite / small.onnx: the file runs in LiteRT / ONNX Runtime and computes
+    what the same pruning saved as .keras computes."""
+    pytest.importorskip("ai_edge_litert" if suffix == ".tflite" else "onnxruntime")
+    from kgraph.export import load_exported
+
+    assert run(capsys, "prune", saved, "-o", tmp_path / "s.keras", "--ratio", "0.5")[0] == 0
+    code, out, _ = run(capsys, "prune", saved, "-o", tmp_path / f"s{suffix}", "--ratio", "0.5")
+    assert code == 0 and f"wrote {tmp_path / f's{suffix}'}" in out
+    reference = keras.saving.load_model(tmp_path / "s.keras")
+    x = np.random.default_rng(0).normal(size=(1, 10, 10, 3)).astype("float32")
+    (exported,) = load_exported(tmp_path / f"s{suffix}")(x)
+    np.testing.assert_allclose(
+        exported, keras.ops.convert_to_numpy(reference(x)), rtol=1e-4, atol=1e-5
+    )
+    assert not list(tmp_path.glob(".*"))  # no temporary left beside the output
