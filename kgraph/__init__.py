@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Blocker": "kgraph.groups",
     "Budget": "kgraph.budget",
+    "CalibrationError": "kgraph.calibrate",
     "ChannelCut": "kgraph.plan",
     "ChannelError": "kgraph.errors",
     "ChannelGroup": "kgraph.groups",
@@ -30,7 +31,9 @@ _EXPORTS = {
     "DeleteChannels": "kgraph.passes",
     "DeleteHeads": "kgraph.passes",
     "DeleteLayer": "kgraph.passes",
+    "DistillationError": "kgraph.distill",
     "EliminateDeadNodes": "kgraph.passes",
+    "ExportError": "kgraph.export",
     "GradualPruning": "kgraph.sparse",
     "Graph": "kgraph.graph",
     "HeadCut": "kgraph.plan",
@@ -64,12 +67,16 @@ _EXPORTS = {
     "UnsupportedLayerError": "kgraph.errors",
     "VerificationError": "kgraph.errors",
     "channel_groups": "kgraph.analysis",
+    "distill": "kgraph.distill",
+    "export": "kgraph.export",
     "importance": "kgraph.importance",
     "iterative_prune": "kgraph.pruning",
     "keep_class": "kgraph.keep_class",
     "lift": "kgraph.lift",
+    "load_exported": "kgraph.export",
     "plan": "kgraph.pruning",
     "prune": "kgraph.pruning",
+    "recalibrate": "kgraph.calibrate",
     "register_rule": "kgraph.rules",
     "sensitivity": "kgraph.sensitivity",
     "sparsity": "kgraph.analysis",
@@ -80,6 +87,7 @@ _EXPORTS = {
 __all__ = [
     "Blocker",
     "Budget",
+    "CalibrationError",
     "ChannelCut",
     "ChannelError",
     "ChannelGroup",
@@ -87,7 +95,9 @@ __all__ = [
     "DeleteChannels",
     "DeleteHeads",
     "DeleteLayer",
+    "DistillationError",
     "EliminateDeadNodes",
+    "ExportError",
     "GradualPruning",
     "Graph",
     "HeadCut",
@@ -121,12 +131,16 @@ __all__ = [
     "UnsupportedLayerError",
     "VerificationError",
     "channel_groups",
+    "distill",
+    "export",
     "importance",
     "iterative_prune",
     "keep_class",
     "lift",
+    "load_exported",
     "plan",
     "prune",
+    "recalibrate",
     "register_rule",
     "sensitivity",
     "sparsity",
@@ -182,6 +196,8 @@ sys.modules[__name__].__class__ = _Package
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from kgraph.analysis import channel_groups, sparsity, stats
     from kgraph.budget import Budget
+    from kgraph.calibrate import CalibrationError, recalibrate
+    from kgraph.distill import DistillationError, distill
     from kgraph.errors import (
         ChannelError,
         KGraphError,
@@ -194,6 +210,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         UnsupportedLayerError,
         VerificationError,
     )
+    from kgraph.export import ExportError, export, load_exported
     from kgraph.graph import Graph
     from kgraph.groups import Blocker, ChannelGroup
     from kgraph.importance import importance

@@ -162,3 +162,9 @@ def test_importing_kgraph_loads_no_backend() -> None:
         "assert callable(kgraph.lift) and kgraph.groups.group_of\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_export_table_and_all_agree():
+    import kgraph
+
+    assert kgraph.__all__ == list(kgraph._EXPORTS)

@@ -179,6 +179,19 @@ def test_calibrate_needs_data(capsys, saved: Path, tmp_path: Path) -> None:
     assert code == 0
     small = keras.saving.load_model(tmp_path / "s.keras")
     assert small.get_layer("bn2").moving_mean.shape[0] == 4
+    data = np.load(x)
+    expected = kgraph.prune(keras.saving.load_model(saved), 0.5, calibrate=data)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(getattr(small.get_layer("bn2"), name)),
+            keras.ops.convert_to_numpy(getattr(expected.get_layer("bn2"), name)),
+            rtol=1e-5,
+        )
+    stale = kgraph.prune(keras.saving.load_model(saved), 0.5)  # without --calibrate
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(stale.get_layer("bn2").moving_mean),
+        keras.ops.convert_to_numpy(small.get_layer("bn2").moving_mean),
+    )
 
 
 # Off TensorFlow an export converts in a TensorFlow subprocess (10-60 s): the slow suite.
