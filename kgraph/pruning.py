@@ -300,9 +300,15 @@ def plan_pruning(
             why = "; ".join(reasons[:3]) if reasons else "the model has no layer with own channels"
             why = f"no channel group of {graph.name!r} can be pruned ({why})"
         elif not _scores_any(graph, groups, options):
-            why = (
+            raise PruningError(
                 f"criterion {_criterion_name(options.criterion)!r} scores none of the "
-                f"{len(groups)} prunable groups"
+                f"{len(groups)} prunable groups of {graph.name!r}"
+                + (
+                    " (bn_scale reads BatchNormalization scales, and no group has one); "
+                    "use 'l1', 'l2' or a data-driven criterion"
+                    if options.criterion == "bn_scale"
+                    else ""
+                )
             )
         else:
             why = (
