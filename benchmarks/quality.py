@@ -245,27 +245,22 @@ def measure_one(
         data = cal_x
     elif criterion == "taylor":
         data = (cal_x, cal_y)
-    pruned = kgraph.prune(
-        model,
-        ratio,
-        criterion,
-        scope=scope,
-        data=data,
-        loss="sparse_categorical_crossentropy",
-        seed=seed,
-    )
+    row = {"model": task.name, "scope": scope, "ratio": ratio, "criterion": criterion, "seed": seed}
+    try:
+        pruned = kgraph.prune(
+            model,
+            ratio,
+            criterion,
+            scope=scope,
+            data=data,
+            loss="sparse_categorical_crossentropy",
+            seed=seed,
+        )
+    except kgraph.PruningError:  # bn_scale on a model without BatchNorm scores nothing
+        original = kgraph.stats(model)
+        return {**row, "params": original.params, "flops": original.flops, **dict.fromkeys(STEPS)}
     size = kgraph.stats(pruned)
-    row = {
-        "model": task.name,
-        "scope": scope,
-        "ratio": ratio,
-        "criterion": criterion,
-        "seed": seed,
-        "params": size.params,
-        "flops": size.flops,
-    }
-    if size.params == kgraph.stats(model).params:  # bn_scale on a model without BatchNorm
-        return {**row, **dict.fromkeys(STEPS)}
+    row.update(params=size.params, flops=size.flops)
     calibrated = recalibrate(pruned, cal_x, batch_size=128)
     tuned = fine_tune(calibrated, task, seed)
     taught = distilled(calibrated, model, task, seed)
