@@ -540,9 +540,11 @@ def test_environment_and_logging_are_left_alone(tmp_path: Path) -> None:
     message, and tf2onnx sets absl's level: export puts both back."""
     environment, logging_state = dict(os.environ), _logging_state()
     filters = list(warnings.filters)
+    numpy_names = set(vars(np))  # tf2onnx needs np.object, numpy 2 removed it
     model = get_model("cnn", "original")
     for name in ("m.onnx", "m.tflite", "serving"):
         load_exported(export(model, tmp_path / name))(inputs_for(model, 1, seed=50))
+    assert set(vars(np)) == numpy_names
     assert dict(os.environ) == environment
     assert _logging_state() == logging_state
     assert list(warnings.filters) == filters

@@ -80,7 +80,7 @@ class DeleteHeads(Pass):
                 why = node.meta.get(OPAQUE_REASON)
                 raise SurgeryError(
                     f"{node.describe()} has no attention heads kgraph knows; DeleteHeads works "
-                    "on MultiHeadAttention, GroupQueryAttention and keras-hub's attention "
+                    "on MultiHeadAttention, GroupedQueryAttention and keras-hub's attention "
                     f"layers{f' (kgraph could not see inside it: {why})' if why else ''}"
                 )
             masks = rule.head_masks(node)
