@@ -11,9 +11,9 @@ complete, so a failure leaves no partial file and keeps an existing one.
 Where it runs: LiteRT and SavedModel come from TensorFlow's converters, so on the JAX
 and PyTorch backends kgraph saves the model and converts it in a TensorFlow-backend
 subprocess; ONNX is tf2onnx on TensorFlow's frozen graph, Keras' own
-`model.export(format="onnx")` (torch.onnx) on PyTorch, and the subprocess on JAX. int8 calibration always runs in
-a subprocess, because TensorFlow's calibrator can crash the process (it does on LSTM
-while loops); a crash becomes a `ConversionError`.
+`model.export(format="onnx")` (torch.onnx) on PyTorch, and the subprocess on JAX.
+int8 calibration always runs in a subprocess, because TensorFlow's calibrator can crash
+the process (it does on LSTM while loops); a crash becomes a `ConversionError`.
 
 Example:
     >>> from kgraph.export import export, load_exported

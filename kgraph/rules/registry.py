@@ -37,8 +37,7 @@ def _instance(layer_class: Any, rule: Rule | type[Rule]) -> Rule:
     named = isinstance(layer_class, str) and ":" in layer_class
     if not isinstance(layer_class, type) and not named:
         raise KGraphError(
-            f"a rule is registered for a class (or its 'module:QualifiedName'), got "
-            f"{layer_class!r}"
+            f"a rule is registered for a class (or its 'module:QualifiedName'), got {layer_class!r}"
         )
     instance = rule() if isinstance(rule, type) else rule
     if not isinstance(instance, Rule):
