@@ -16,14 +16,18 @@ For every model (keras.applications, weights=None), in one process:
 - how many weights of the lowered model were created by a Keras initialiser (0:
   every value came straight from the IR);
 - params and FLOPs before/after, and CPU inference latency at batch 1 and 32
-  (median of repeated runs after warm-up);
+  (median of repeated runs after warm-up), compiled the backend's way: a
+  `tf.function` on TensorFlow, `jax.jit` of `stateless_call` on JAX; PyTorch runs
+  eagerly under `torch.no_grad()` (what Keras' own `predict` does there; the report
+  says which);
 - scaling: a chain of N Dense layers with a DeleteChannels on every layer.
 
 Timings: surgery and its floors are measured `--rounds` times, interleaved (surgery,
 from_config, clone, surgery, ...), and the fastest of each is reported, so both sides
 are measured warm and alike on a shared, noisy machine; process CPU times are
 recorded too (less sensitive to other processes). The first round's surgery
-time (cold: TensorFlow has not yet seen the pruned shapes) is reported next to it.
+time (cold: the backend has not yet seen the pruned shapes) is reported next to it.
+Runs with any Keras backend (KERAS_BACKEND=tensorflow, jax or torch).
 Memory is measured in the first round.
 
 Everything is reported as ratios measured in this one run; the targets are checked
@@ -51,7 +55,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import kgraph
 from kgraph.passes import DeleteChannels
@@ -157,17 +160,55 @@ def timed(fn: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+LATENCY_MODES = {
+    "tensorflow": "tf.function (graph-compiled)",
+    "jax": "jax.jit of stateless_call (compiled)",
+    "torch": "eager under torch.no_grad() (not compiled, as Keras' predict)",
+}
+
+
+def latency_mode() -> str:
+    """How `latency` runs the model on the current backend, in words."""
+    return LATENCY_MODES.get(keras.backend.backend(), "eager")
+
+
+def _inference(model: keras.Model) -> Any:
+    """A function of one input batch that runs `model` for inference, compiled the
+    current backend's way (see `LATENCY_MODES`)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda inputs: model(inputs, training=False))
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        frozen = [v.value for v in model.non_trainable_variables]
+        step = jax.jit(lambda t, f, x: model.stateless_call(t, f, x, training=False)[0])
+        return lambda inputs: step(trainable, frozen, inputs)
+    if backend == "torch":
+        import torch
+
+        def call(inputs: Any) -> Any:
+            with torch.no_grad():
+                return model(inputs, training=False)
+
+        return call
+    return lambda inputs: model(inputs, training=False)
+
+
 def latency(model: keras.Model, batch: int, repeats: int) -> float:
-    """Median seconds of one inference call at `batch` (graph-compiled, after warm-up)."""
+    """Median seconds of one inference call at `batch` (after warm-up; `latency_mode`)."""
     shape = [batch, *(d or 224 for d in model.input_shape[1:])]
-    x = tf.constant(np.random.default_rng(0).random(shape, dtype=np.float32))
-    call = tf.function(lambda inputs: model(inputs, training=False))
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
+    call = _inference(model)
     for _ in range(3):
-        call(x)
+        keras.ops.convert_to_numpy(call(x))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        np.asarray(call(x))
+        keras.ops.convert_to_numpy(call(x))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -229,7 +270,15 @@ def measure_model(name: str, repeats: int, rounds: int = 3) -> dict[str, Any]:
     gc.collect()
     model = getattr(keras.applications, name)(weights=None)
     model(np.zeros((1, *(d or 224 for d in model.input_shape[1:])), "float32"))  # warm Keras
-    result: dict[str, Any] = {"model": name, "rounds": []}
+    # Keras imports TensorFlow (when installed) at its first serialization on every
+    # backend: a one-time cost of seconds and hundreds of MB, not the surgery's
+    model.get_config()
+    result: dict[str, Any] = {
+        "model": name,
+        "backend": keras.backend.backend(),
+        "latency_mode": latency_mode(),
+        "rounds": [],
+    }
     pruned = None
     for index in range(rounds):
         del pruned
@@ -354,6 +403,8 @@ def markdown(
         lines.append(
             f"| {row['layers']} | {row['seconds']:.2f} | {row['seconds_per_layer'] * 1e3:.2f} |"
         )
+    modes = sorted({(r["backend"], r["latency_mode"]) for r in results})
+    lines += ["", *[f"Keras backend {b}; latency: {mode}." for b, mode in modes]]
     lines += ["", *[f"- {check}" for check in checks], ""]
     return "\n".join(lines)
 

@@ -123,6 +123,9 @@ def _start_backend(verbose: bool) -> None:
         import keras  # the command needs a backend from here on
 
         keras.ops.convert_to_numpy(keras.ops.zeros((1,)))  # devices report at first use
+        # Keras imports TensorFlow, when installed, at the first serialization on every
+        # backend (it checks for tf.TensorShape): let that happen here, quietly.
+        keras.layers.Dense(1).get_config()
 
 
 class _Parser(argparse.ArgumentParser):

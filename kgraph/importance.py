@@ -140,6 +140,10 @@ def batches(data: Any, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
 
 
 def _is_array(value: Any) -> bool:
+    """An array, or the arrays of a multi-input model (a dict, or a list of arrays; a
+    list of `(x, y)` tuples is a list of batches)."""
+    if isinstance(value, list) and any(isinstance(v, tuple) for v in value):
+        return False
     return isinstance(value, np.ndarray) or (
         isinstance(value, (dict, list))
         and all(isinstance(v, np.ndarray) for v in keras.tree.flatten(value))

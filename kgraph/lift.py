@@ -392,11 +392,17 @@ def _read(variable: Any) -> np.ndarray:
     With TensorFlow the array is a view of a read of the variable, not a copy:
     TensorFlow variables are copy-on-write (an assignment or optimizer step while a
     read is alive writes to a new buffer), so the view never changes, and lifting
-    costs no second copy of the model's weights.
+    costs no second copy of the model's weights. With JAX it is a view of the
+    variable's `jax.Array` on the CPU: those are immutable (an assignment replaces the
+    array), and JAX does not donate a buffer a numpy view holds. With PyTorch, whose
+    optimizers write parameters in place, it is a private copy.
     """
+    backend = keras.backend.backend()
     read = getattr(variable.value, "value", None)  # tf.Variable.value(): one read op
-    if keras.backend.backend() == "tensorflow" and callable(read):
+    if backend == "tensorflow" and callable(read):
         array = np.asarray(read())
+    elif backend == "jax":
+        array = np.asarray(variable.value)  # a view on the CPU, a host copy elsewhere
     else:  # another backend: a private copy
         array = np.asarray(variable.numpy())
         if not array.flags.owndata:

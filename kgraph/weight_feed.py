@@ -75,17 +75,39 @@ def initial_value(weight: np.ndarray | DeferredSlice, dtype: Any = None) -> Any:
 def _adopt(array: np.ndarray) -> Any:
     """`array` as a backend tensor sharing its memory, when the backend allows it.
 
-    Otherwise (another backend, or a dtype DLPack cannot carry, such as bfloat16)
+    TensorFlow takes it through DLPack; PyTorch through `torch.from_numpy` (a Keras
+    variable's `Parameter` keeps that tensor's storage on the CPU); JAX through
+    `jax.device_put(..., may_alias=True)`, which aliases the buffer on the CPU (a Keras
+    variable keeps the `jax.Array` it is given). Otherwise (a dtype the backend cannot
+    carry, such as bfloat16 for DLPack and torch, or float64 for JAX without x64)
     `array` itself, which the variable then copies.
     """
-    if keras.backend.backend() != "tensorflow" or array.size == 0:
+    backend = keras.backend.backend()
+    if array.size == 0:
         return array
-    import tensorflow as tf  # only reached with the TensorFlow backend
+    if backend == "tensorflow":
+        import tensorflow as tf  # only reached with the TensorFlow backend
 
-    try:
-        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-    except (BufferError, tf.errors.InvalidArgumentError):
-        return array
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except (BufferError, tf.errors.InvalidArgumentError):
+            return array
+    if backend == "torch":
+        import torch  # only reached with the PyTorch backend
+
+        try:
+            return torch.from_numpy(array)
+        except TypeError:  # a dtype torch has no numpy twin for (bfloat16)
+            return array
+    if backend == "jax":
+        import jax  # only reached with the JAX backend
+
+        try:
+            adopted = jax.device_put(array, may_alias=True)
+        except TypeError:  # a JAX without `may_alias`: its default, which may copy
+            adopted = jax.device_put(array)
+        return adopted if adopted.dtype == array.dtype else array
+    return array
 
 
 def _pending() -> list[Any]:

@@ -41,7 +41,7 @@ def fingerprint(model: keras.Model) -> str:
     for layer in model.layers:
         digest.update(layer.name.encode())
         for variable in layer.weights:
-            array = np.ascontiguousarray(np.asarray(variable))
+            array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
             digest.update(f"{variable.path}:{array.dtype}:{array.shape}".encode())
             digest.update(memoryview(array).cast("B"))  # hashed in place, not copied
     return digest.hexdigest()

@@ -20,6 +20,7 @@ from kgraph.calibrate import CalibrationError, batch_norm_layers, iterate_batche
 
 L = keras.layers
 ROOT = Path(__file__).resolve().parents[1]
+TF_DATA = "tf.data needs TensorFlow, an optional dependency: pip install 'kgraph[tensorflow]'"
 
 
 def numpy_moments(values: list[np.ndarray], axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +183,7 @@ def test_sequential_model_and_renorm(data) -> None:
 
 
 def test_data_forms_give_the_same_statistics(data) -> None:
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow", reason=TF_DATA)
 
     model, _ = build_network()
     scramble_statistics(model)

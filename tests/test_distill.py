@@ -12,6 +12,7 @@ import kgraph
 from kgraph.distill import DistillationError, Distiller, distill, distillation_loss
 
 L = keras.layers
+TF_DATA = "tf.data needs TensorFlow, an optional dependency: pip install 'kgraph[tensorflow]'"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,7 +90,7 @@ def test_distillation_without_labels_raises_agreement_and_accuracy(setting) -> N
 
 
 def test_labels_and_datasets(setting) -> None:
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow", reason=TF_DATA)
 
     teacher, x_train, y_train, *_ = setting
     before_weights = snapshot(teacher)

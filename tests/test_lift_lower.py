@@ -54,6 +54,36 @@ def test_functional_roundtrip_keeps_everything() -> None:
     assert lowered.get_config()["layers"][1]["config"] == model.get_config()["layers"][1]["config"]
 
 
+def test_lifted_weights_stay_as_lifted_while_the_model_trains() -> None:
+    """The IR's arrays are read-only and never follow later training of the model,
+    on every backend (views of copy-on-write or immutable buffers, or copies)."""
+    x = keras.Input((6,))
+    model = keras.Model(x, keras.layers.Dense(3, name="dense")(x))
+    graph = kgraph.lift(model)
+    kernel = graph.node("dense").weight("kernel")
+    lifted = kernel.copy()
+    assert not kernel.flags.writeable
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(32, 6)), rng.normal(size=(32, 3)), epochs=2, verbose=0)
+    trained = keras.ops.convert_to_numpy(model.get_layer("dense").kernel)
+    assert not np.array_equal(trained, lifted)  # the model did train
+    np.testing.assert_array_equal(kernel, lifted)
+    np.testing.assert_array_equal(graph.node("dense").weight("kernel"), lifted)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="a JAX-only path: lifting reads a jax.Array without a copy (TensorFlow's reads "
+    "are views of copy-on-write variables; torch parameters change in place, so they are copied)",
+)
+def test_lifting_on_jax_reads_the_variables_without_a_copy() -> None:
+    x = keras.Input((6,))
+    model = keras.Model(x, keras.layers.Dense(3, name="dense")(x))
+    kernel = kgraph.lift(model).node("dense").weight("kernel")
+    assert kernel.ctypes.data == model.get_layer("dense").kernel.value.unsafe_buffer_pointer()
+
+
 def test_sequential_lifts_and_lowers_to_functional() -> None:
     model = keras.Sequential(
         [
@@ -115,7 +145,11 @@ def test_multi_input_multi_output_structures() -> None:
     expected, got = model(inputs), lowered(inputs)
     assert set(got) == {"score", "label"}
     for key in expected:
-        np.testing.assert_allclose(expected[key], got[key], rtol=1e-6)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(expected[key]),
+            keras.ops.convert_to_numpy(got[key]),
+            rtol=1e-6,
+        )
 
 
 def test_list_inputs_keep_their_order() -> None:
@@ -167,8 +201,8 @@ def test_nested_models_are_inlined_with_training_flag() -> None:
     inputs = sample_inputs(model)
     # In training mode the backbone's BatchNorm must still use its moving statistics.
     np.testing.assert_allclose(
-        np.asarray(model(inputs, training=True)),
-        np.asarray(lowered(inputs, training=True)),
+        keras.ops.convert_to_numpy(model(inputs, training=True)),
+        keras.ops.convert_to_numpy(lowered(inputs, training=True)),
         rtol=1e-5,
     )
 
@@ -266,7 +300,11 @@ def test_embedding_mask_propagation_is_kept() -> None:
     model = keras.Model(x, y)
     lowered = roundtrip(model)
     tokens = np.array([[1, 2, 3, 0, 0, 0], [4, 0, 0, 0, 0, 0]], "int32")
-    np.testing.assert_allclose(np.asarray(model(tokens)), np.asarray(lowered(tokens)), rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(tokens)),
+        keras.ops.convert_to_numpy(lowered(tokens)),
+        rtol=1e-6,
+    )
 
 
 def test_lowering_runs_no_random_initialiser(monkeypatch) -> None:

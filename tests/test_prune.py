@@ -7,7 +7,6 @@ import logging
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from helpers import assert_same_outputs, dead_copy, fingerprint, sample_inputs, weights_of
 
 import kgraph
@@ -16,6 +15,7 @@ from kgraph.passes import DeleteChannels
 from kgraph.pruning import plan_pruning
 
 L = keras.layers
+TF_DATA = "tf.data needs TensorFlow, an optional dependency: pip install 'kgraph[tensorflow]'"
 
 
 def residual_net() -> keras.Model:
@@ -126,7 +126,11 @@ def test_apoz_counts_zero_activations() -> None:
     activations = keras.Model(model.input, model.get_layer("b1_conv1").output)(x)
     zeros = (keras.ops.convert_to_numpy(activations) == 0).reshape(-1, 4).mean(axis=0)
     np.testing.assert_allclose(scores, 1.0 - zeros, rtol=1e-6)
-    # the same from a tf.data pipeline of (x, y) batches
+    # the same from a list of (x, y) batches, and from a tf.data pipeline of them
+    pairs = [(x[i : i + 3], np.zeros(len(x[i : i + 3]))) for i in range(0, 10, 3)]
+    (again,) = importance(graph, [group], "apoz", data=pairs)
+    np.testing.assert_allclose(again, scores, rtol=1e-6)
+    tf = pytest.importorskip("tensorflow", reason=TF_DATA)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(10))).batch(3)
     (again,) = importance(graph, [group], "apoz", data=dataset)
     np.testing.assert_allclose(again, scores, rtol=1e-6)

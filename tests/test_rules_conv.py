@@ -31,7 +31,7 @@ def flatten_rows(
     index = [None] * len(feature_shape)
     index[axis] = slice(None)
     ids = ids + np.arange(feature_shape[axis], dtype="float32")[tuple(index)]
-    flat = np.asarray(flatten(ids[None]))[0]
+    flat = keras.ops.convert_to_numpy(flatten(ids[None]))[0]
     return np.flatnonzero(np.isin(flat, channels))
 
 
@@ -221,9 +221,11 @@ def test_softmax_over_channels_is_not_function_preserving() -> None:
         assert_same_outputs(dead, pruned, sample_inputs(model))
     # What survives is the softmax of the kept logits, renormalised.
     inputs = sample_inputs(model)
-    expected = np.asarray(dead(inputs))[:, 1:]
+    expected = keras.ops.convert_to_numpy(dead(inputs))[:, 1:]
     np.testing.assert_allclose(
-        np.asarray(pruned(inputs)), expected / expected.sum(1, keepdims=True), rtol=1e-5
+        keras.ops.convert_to_numpy(pruned(inputs)),
+        expected / expected.sum(1, keepdims=True),
+        rtol=1e-5,
     )
 
 

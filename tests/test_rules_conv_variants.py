@@ -141,7 +141,7 @@ def check_dead(
 
 def kernel_of(model: keras.Model, name: str, weight: str = "kernel") -> np.ndarray:
     layer = model.get_layer(name)
-    return np.asarray(next(w for w in layer.weights if w.name == weight))
+    return keras.ops.convert_to_numpy(next(w for w in layer.weights if w.name == weight))
 
 
 # -- depthwise ------------------------------------------------------------------------------

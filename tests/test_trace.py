@@ -620,13 +620,6 @@ def test_is_composite() -> None:
     assert not is_composite(_symbolic_call(_Causal())[0])  # lift inlines Functionals itself
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() == "torch",
-    reason="kgraph.lift's _template numbers the tensors of a call's kwargs in keras.tree."
-    "map_structure order (insertion order on torch) but its edges follow the Keras node's "
-    "input_tensors (sorted keys), so two tensor kwargs out of sorted order get swapped",
-    strict=False,
-)
 @pytest.mark.parametrize("family", ["gpt2", "mistral", "vit"])
 def test_kgraph_lifts_and_lowers_a_traced_block(family: str) -> None:
     """Inside `tracing`, `kgraph.lift` inlines the traced Functional (nested attention

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import kgraph
+from kgraph import deferred, weight_feed
 from kgraph.errors import LowerError
 from kgraph.passes import DeleteChannels
 from kgraph.weight_feed import build_layer
@@ -69,6 +70,17 @@ def test_build_layer_feeds_the_arrays_without_initialising_from_the_initialisers
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(built.layer.kernel), kernel)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(built.layer.bias), bias)
     assert tuple(built.outputs.shape) == (None, 4)
+
+
+def test_a_new_variable_keeps_the_adopted_buffer_without_a_copy() -> None:
+    """On every backend the variable made from `_adopt`'s tensor reads the gathered buffer."""
+    array = deferred.aligned_empty((3, 4), np.float32)
+    array[...] = np.arange(12).reshape(3, 4)
+    adopted = weight_feed._adopt(array)
+    assert not isinstance(adopted, np.ndarray)  # a backend tensor, not the array itself
+    variable = keras.Variable(lambda shape, dtype: adopted, shape=(3, 4), dtype="float32")
+    array[1, 2] = -1.0  # written after the variable was made: seen only through one buffer
+    assert keras.ops.convert_to_numpy(variable)[1, 2] == -1.0
 
 
 def test_arrays_that_do_not_line_up_go_through_set_weights() -> None:
