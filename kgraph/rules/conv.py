@@ -94,7 +94,10 @@ class ConvRule(ProducerRule, HasRestrictions):
         """Filters per group when each group reads one input channel tracked on the
         channel axis (a depthwise convolution), else None."""
         groups = self.groups(node)
-        if groups == 1 or not node.inputs or not node.has_weight("kernel"):
+        # A depthwise convolution left with one input channel has groups=1 and stays one.
+        if groups == 1 and not node.meta.get("depthwise"):
+            return None
+        if not node.inputs or not node.has_weight("kernel"):
             return None
         if node.meta.get("grouped"):  # lifted with several channels per group
             return None
@@ -160,6 +163,8 @@ class ConvRule(ProducerRule, HasRestrictions):
         if node.has_weight("bias"):
             updates["bias"] = take_weight(node, "bias", outputs, 0)
         node = node.with_weights(**updates)
+        if keep.sum() == 1:  # groups=1 from here on, but still a depthwise convolution
+            node = attrs.evolve(node, meta={**node.meta, "depthwise": True})
         return node.with_config(groups=int(keep.sum()), filters=int(outputs.sum()))
 
     def _drop_groups(self, node: Node, gone: np.ndarray, per_group: int) -> Node:
