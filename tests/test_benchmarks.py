@@ -66,3 +66,29 @@ def test_spy_counts_keras_initialisers() -> None:
     with script.initializer_spy() as filled:
         copy = keras.Model.from_config(model.get_config())
     assert {id(v) for v in filled} >= {id(w) for w in copy.weights} and len(copy.weights) == 2
+
+
+def test_backend_table_puts_each_backend_in_its_own_column(tmp_path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "kgraph_backends", ROOT / "benchmarks" / "backends.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def run(surgery: float, b32: float, mode: str) -> dict:
+        row = {"model": "ResNet50", "flops_before": 4.0, "flops_after": 1.0}
+        row |= {"surgery_vs_from_config": surgery, "speedup_b1": 1.5, "speedup_b32": b32}
+        return {"models": [row | {"latency_mode": mode}]}
+
+    report = script.table({"tensorflow": run(1.0, 3.0, "graph"), "jax": run(0.5, 2.0, "jit")})
+    header, _rule, row, _, modes = report.splitlines()
+    assert header.split(" | ")[2:4] == [
+        "surgery / from_config, tensorflow",
+        "surgery / from_config, jax",
+    ]
+    assert row == "| ResNet50 | 0.25 | 1.00x | 0.50x | 1.50x | 1.50x | 3.00x | 2.00x |"
+    assert modes == "Latency runs: tensorflow: graph; jax: jit."
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# B\n\n{script.BEGIN}\nold\n{script.END}\ntail\n")
+    script.write(page, report)
+    assert page.read_text() == f"# B\n\n{script.BEGIN}\n{report}\n{script.END}\ntail\n"
