@@ -15,9 +15,10 @@ creates its variables in another order), every variable is initialised by its ow
 initialiser and the arrays are then set with `set_weights`, which is always correct.
 
 A weight that is a `DeferredSlice` not yet carried out is gathered straight into a
-new buffer that only the variable holds; with the TensorFlow backend the variable
-adopts that buffer (through DLPack) instead of copying it. A pruned VGG16's fc1
-kernel (103 MB) is then written once, not twice.
+new buffer that only the variable holds, and the variable adopts that buffer instead
+of copying it (DLPack on TensorFlow, `torch.from_numpy` on PyTorch, an aliasing
+`jax.device_put` on JAX's CPU devices). A pruned VGG16's fc1 kernel (103 MB) is then
+written once, not twice.
 
 Example:
     >>> built = build_layer(lambda: Dense.from_config(config), lambda d: d(x), weights)
