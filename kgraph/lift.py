@@ -430,12 +430,26 @@ def _input_node(tensor: Any, layer: Any) -> Node:
     )
 
 
+def _input_channel_axis(graph: Graph, name: str, slot: int, rank: int) -> int:
+    """The channel axis of a model input: axis 1 when every reader that has a
+    `data_format` reads channels_first (an image model in that layout), else the last."""
+    formats = {
+        graph.node(user).config.get("data_format")
+        for user, _, _ in graph.users(name, slot)
+        if graph.node(user).config.get("data_format") is not None
+    }
+    return 1 if rank > 2 and formats == {"channels_first"} else -1
+
+
 def _infer_masks(graph: Graph) -> None:
     """Give every tensor its channel axis and an all-kept mask (the lifted coordinates)."""
     for name in graph.topological_order():
         node = graph.node(name)
         if node.kind == "input":
-            outputs = tuple(fresh_output(node, t) for t in node.outputs)
+            outputs = tuple(
+                fresh_output(node, t, axis=_input_channel_axis(graph, name, slot, len(t.shape)))
+                for slot, t in enumerate(node.outputs)
+            )
             graph.set_node(attrs.evolve(node, outputs=outputs))
         elif node.kind == "output":
             graph.set_node(attrs.evolve(node, inputs=tuple(graph.input_tensors(name))))

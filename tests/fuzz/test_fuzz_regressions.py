@@ -156,15 +156,6 @@ def _without_c1(model: keras.Model, data_format: str) -> keras.Model:
     return expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=kgraph.ChannelError,
-    reason="kgraph bug (kgraph/lift.py, with kgraph/passes/delete_layer.py): a model "
-    "input's channels are taken to be its last axis, so when DeleteLayer removes the first "
-    "layer of a channels_first model, its consumer (a channels_first Conv2D built for the "
-    "3 channels on axis 1) is said to 'now carry 9 channels' (the input's last axis) and "
-    "the splice is refused with ChannelError",
-)
 def test_delete_first_layer_of_channels_first() -> None:
     model = _two_convs("channels_first")
     result = kgraph.lift(model).apply(DeleteLayer("c1"), verify=True).lower()
