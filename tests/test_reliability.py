@@ -103,4 +103,12 @@ def test_changing_an_output_s_shape_works_and_warns(caplog) -> None:
     with caplog.at_level("WARNING", logger="kgraph"):
         shorter = graph.apply(kgraph.DeleteLayer("head")).lower()
     assert shorter.output.shape == (None, 5)
-    assert "model output 0 (from 'head') return its input, of shape (None, 5)" in caplog.text
+    assert (
+        "model output 0 (from 'head') return its input (shape (None, 5) instead of (None, 3))"
+        in caplog.text
+    )
+    caplog.clear()
+    square = keras.Model(x, keras.layers.Dense(4, name="head")(x))  # output shape kept
+    with caplog.at_level("WARNING", logger="kgraph"):
+        kgraph.lift(square).apply(kgraph.DeleteLayer("head")).lower()
+    assert "model output 0 (from 'head') return its input (its shape)" in caplog.text

@@ -44,13 +44,14 @@ class DeleteLayer(Pass):
                 for dst, dst_slot, _ in graph.users(node_name, 0):
                     graph.set_node(with_input_view(graph.node(dst), dst_slot, view))
             outputs = [d for d, _, _ in graph.users(node_name, 0) if graph.node(d).kind == "output"]
+            before, after = node.outputs[0].shape, graph.node(src).outputs[src_slot].shape
+            shape = "its shape" if after == before else f"shape {after} instead of {before}"
             for output in outputs:
                 log.warning(
-                    "deleting %s makes %s return its input, of shape %s instead of %s",
+                    "deleting %s makes %s return its input (%s)",
                     node.describe(),
                     graph.describe(output),
-                    graph.node(src).outputs[src_slot].shape,
-                    node.outputs[0].shape,
+                    shape,
                 )
             graph.redirect_users(node_name, 0, src, src_slot)
             graph.remove_node(node_name)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
+import keras
 
 from kgraph.errors import SurgeryError
 from kgraph.graph_data import GraphData, LayerRef
+from kgraph.ir import Node
 from kgraph.passes.base import Pass, optional_tuple
 from kgraph.passes.splice import (
     accepted_kwargs,
@@ -40,6 +42,8 @@ class ReplaceLayer(Pass):
         old_nodes = [graph.node(n) for n in graph.topological_order() if n in targets]
         if any(node.kind not in ("layer", "op") for node in old_nodes):
             raise SurgeryError(f"cannot replace {old_nodes[0].describe()}: it is a model input")
+        for node in old_nodes:
+            _check_takes_a_list(self.new_layer, node)
         wiring = [(n, graph.producers(n.name), graph.users(n.name)) for n in old_nodes]
         for node, _, users in wiring:  # its users are connected to the new layer below
             for dst, dst_slot, _ in users:
@@ -80,3 +84,34 @@ class ReplaceLayer(Pass):
                     )
                 graph.connect(new.name, out_slot, dst, dst_slot)
         return True
+
+
+# Keras layers that take a list of tensors as their one input.
+_LIST_LAYERS = (
+    keras.layers.Concatenate,
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Dot,
+    keras.layers.Attention,
+    keras.layers.AdditiveAttention,
+)
+
+
+def _check_takes_a_list(new_layer: Any, node: Node) -> None:
+    """Refuse a built-in Keras layer of one tensor in place of a call given a list of
+    tensors (a merge): Keras maps such a layer over the list when it builds the model
+    but stacks the list into one tensor when it runs it, so the model would break."""
+    first = node.args[0] if node.args else None
+    if not isinstance(first, (list, tuple)) or len(first) < 2:
+        return
+    if not type(new_layer).__module__.startswith("keras.") or isinstance(new_layer, _LIST_LAYERS):
+        return  # a merge, or a user's layer, which may take a list
+    raise SurgeryError(
+        f"{node.describe()} takes a list of {len(first)} tensors, but "
+        f"{type(new_layer).__name__} {new_layer.name!r} takes one tensor; replace it with a "
+        "layer that merges a list (Add, Concatenate, ...), or insert the new layer after it"
+    )

@@ -14,7 +14,7 @@ import pytest
 from helpers import check_dead_channels, dead_copy, fingerprint, outputs_of, sample_inputs
 
 import kgraph
-from kgraph.passes import DeleteChannels, DeleteLayer
+from kgraph.passes import DeleteChannels, DeleteLayer, ReplaceLayer
 
 L = keras.layers
 
@@ -234,3 +234,29 @@ def test_dead_copy_sanity() -> None:
     dead = dead_copy(model, {"d": [1]})
     out = keras.ops.convert_to_numpy(dead(np.random.default_rng(0).normal(size=(5, 4))))
     assert np.all(out[:, 1] == 0) and np.all(out[:, 0] != 0)
+
+
+def test_replacing_a_merge_with_a_layer_of_one_tensor_is_refused() -> None:
+    """ReplaceLayer of an Add by a ReLU: Keras builds ReLU([a, b]) as if it mapped over
+    the list, but runs it on the two tensors stacked, so the lowered model failed on its
+    first call (found by the fuzzer); now a SurgeryError says what to do."""
+    x = keras.Input((2, 2))
+    d = L.Dense(2, name="dense")(x)
+    y = L.Add(name="add")([d, L.Dense(2, name="branch")(d)])
+    model = keras.Model(x, L.Dense(3, name="head")(L.BatchNormalization(name="bn")(y)))
+    before = fingerprint(model)
+    with pytest.raises(kgraph.SurgeryError, match="takes a list of 2 tensors, but ReLU"):
+        kgraph.lift(model).apply(ReplaceLayer("add", L.ReLU(name="relu")))
+    assert fingerprint(model) == before
+    # a merge in its place is fine, and computes what Keras builds by hand
+    result = kgraph.lift(model).apply(ReplaceLayer("add", L.Maximum(name="max"))).lower()
+    inputs = sample_inputs(model)
+    got = outputs_of(result, inputs)[0]
+    dense = outputs_of(keras.Model(x, d), inputs)[0]
+    branch = outputs_of(keras.Model(x, model.get_layer("branch").output), inputs)[0]
+    bn = model.get_layer("bn")
+    head = model.get_layer("head")
+    expected = outputs_of(
+        keras.Sequential([keras.Input((2, 2)), bn, head]), np.maximum(dense, branch)
+    )[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
