@@ -73,7 +73,7 @@ from kgraph.rules.base import (
     fresh_output,
     not_owner_error,
 )
-from kgraph.rules.capabilities import ChecksWeights, problems
+from kgraph.rules.capabilities import ChecksWeights, HasRestrictions, problems
 
 __all__ = ["BidirectionalRule", "TimeDistributedRule", "wrapped_class"]
 
@@ -263,13 +263,22 @@ def _kept(mask: np.ndarray) -> str:
     return f"{int(mask.sum())}/{mask.size} (deleted {np.flatnonzero(~mask).tolist()})"
 
 
-class BidirectionalRule(NestedRule, ChecksWeights):
+class BidirectionalRule(NestedRule, ChecksWeights, HasRestrictions):
     """Bidirectional(SimpleRNN/GRU/LSTM, or any layer whose rule owns its channels).
 
     See the module docstring for what channel indices mean in each merge_mode.
     """
 
     owns_channels = True
+
+    def restricts(self, node: Node) -> str:
+        if node.config.get("merge_mode") not in ("concat", None):
+            return ""
+        return (
+            f"{node.describe()} concatenates its forward and backward units, and both must "
+            "lose as many, which pruning cannot promise; delete them with DeleteChannels "
+            "([j, j + units] deletes unit j of both directions)"
+        )
 
     # -- the two directions -------------------------------------------------------
 

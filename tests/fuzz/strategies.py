@@ -739,7 +739,11 @@ class Builder:
 
     def op_mha(self, t: T) -> T:
         heads = self.choose(st.integers(1, 3), "heads")
-        key_dim = self.choose(st.integers(1, 3), "key_dim")
+        # not 1: on TensorFlow, Keras 3.15's EinsumDense adds a (heads, 1) bias along the
+        # sequence axis when the sequence is as long as there are heads, so the heads of
+        # a key_dim=1 attention mix their biases and a dead head is not dead (see
+        # test_fuzz_regressions.py)
+        key_dim = self.choose(st.integers(2, 3), "key_dim")
         name = self.name("mha")
         self.attentions.append(Attention((*self.prefix, name), heads, key_dim))
         if self.choose(st.booleans(), "own_output"):  # output_shape given: owns its output

@@ -260,3 +260,20 @@ def test_replacing_a_merge_with_a_layer_of_one_tensor_is_refused() -> None:
         keras.Sequential([keras.Input((2, 2)), bn, head]), np.maximum(dense, branch)
     )[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow-only Keras bug")
+def test_keras_einsum_dense_bias_of_shape_n_by_one_is_misplaced_on_tensorflow() -> None:
+    """Why the fuzz models use key_dim >= 2: Keras 3.15 on TensorFlow adds an
+    EinsumDense bias of shape (heads, 1) along the sequence axis when the sequence is
+    as long as there are heads, so a MultiHeadAttention with key_dim=1 mixes its heads'
+    biases and a dead head is not dead. This test fails once Keras fixes it: then allow
+    key_dim=1 again in strategies.py."""
+    layer = L.EinsumDense("abc,cde->abde", output_shape=(None, 3, 1), bias_axes="de")
+    bias = np.array([[1.0], [2.0], [3.0]], "float32")
+    for steps, expected in ((4, [1.0, 2.0, 3.0]), (3, [1.0, 1.0, 1.0])):  # right, wrong
+        x = np.random.default_rng(0).normal(size=(2, steps, 2)).astype("float32")
+        layer(x)
+        layer.set_weights([np.zeros((2, 3, 1), "float32"), bias])
+        added = keras.ops.convert_to_numpy(layer(x))[0, 0, :, 0]
+        np.testing.assert_array_equal(added, expected)  # 3 steps should give [1, 2, 3] too
