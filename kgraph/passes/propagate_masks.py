@@ -20,7 +20,7 @@ from typing import ClassVar
 import attrs
 import numpy as np
 
-from kgraph.errors import ChannelError, KGraphError
+from kgraph.errors import ChannelError, KGraphError, SurgeryError
 from kgraph.graph_data import GraphData
 from kgraph.ir import Node, Tensor, remove_slot, seal
 from kgraph.passes.base import Pass
@@ -86,7 +86,22 @@ def update_node(node: Node, inputs: Sequence[Tensor], rules: RuleSet) -> Node:
             keeps.append(None)  # the first layer that cares will say so
     if any(k is not None for k in keeps):
         node = rule.slice_inputs(node, news, keeps)
-    outputs = tuple(rule.infer(node, news))
+    try:
+        outputs = tuple(rule.infer(node, news))
+    except KGraphError:
+        raise
+    except (IndexError, ValueError) as error:
+        before = [len(t.shape) for t in olds]
+        now = [len(t.shape) for t in news]
+        if before == now:
+            raise
+        # A layer before it that changed the rank was deleted or replaced, and this
+        # rule reads shapes it cannot map (Dense and the like re-infer; most cannot).
+        raise SurgeryError(
+            f"{node.describe()} was built for inputs of rank {before} and now gets rank "
+            f"{now} (a layer before it that changed the rank was deleted or replaced); "
+            "kgraph cannot carry it to the new rank. Delete or replace it too, or keep the rank"
+        ) from error
     if len(outputs) == len(node.outputs):  # unchanged records stay: their users need no update
         outputs = tuple(old if old.same_as(new) else new for old, new in zip(node.outputs, outputs))
     return attrs.evolve(node, inputs=tuple(inputs), outputs=outputs)

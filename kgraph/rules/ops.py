@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-from kgraph.errors import SurgeryError, UnsupportedLayerError
+from kgraph.errors import UnsupportedLayerError
 from kgraph.ir import Node, Slot, Tensor
 from kgraph.rules.base import WeightlessRule, carry, fresh_output, normalize_axis, take
 from kgraph.rules.merge import ElementwiseMergeRule
@@ -124,13 +124,6 @@ class ElementwiseOpRule(ElementwiseMergeRule):
         if len(inputs) > 1:
             return super().infer(node, inputs)
         source, out = inputs[0], node.outputs[0]
-        if len(source.shape) != len(node.inputs[0].shape):
-            raise SurgeryError(
-                f"{node.describe()} was traced on a rank-{len(node.inputs[0].shape)} input and "
-                f"now gets a rank-{len(source.shape)} one (a layer before it that changed the "
-                "rank was deleted or replaced); kgraph cannot re-trace a keras.ops operation "
-                "for another rank. Delete or replace the operation too, or keep the rank"
-            )
         if source.axis is not None and _widened(node, source):
             # a constant broadcasts the input's single channel: new channels
             return (out if out.space is not None else fresh_output(node, out),)

@@ -170,6 +170,7 @@ def test_fuzz_random_owner_random_channels(data: st.DataObject) -> None:
     choose = tape.choose
     model = builder.model
     passes, requested, checkable = [], set(), True
+    assume(builder.owners)  # a model of layout operations only has no owner
     for _ in range(choose(st.integers(1, 3), "passes")):
         owner = choose(st.sampled_from(builder.owners), "owner")
         n = len(owner.layout)

@@ -181,15 +181,25 @@ def test_delete_first_layer_of_channels_last() -> None:
 
 
 def test_delete_layer_changing_rank_before_an_op() -> None:
-    """A keras.ops operation traced on the pooled (rank-2) tensor cannot be re-traced for
-    the rank-4 input: a SurgeryError naming it, not an IndexError (found by the fuzzer)."""
+    """A keras.ops operation traced on the pooled (rank-2) tensor cannot follow the rank-4
+    input: a SurgeryError naming it, not an IndexError (found by the fuzzer)."""
     x = keras.Input((4, 4, 3))
     y = L.GlobalAveragePooling2D(name="gap")(x) * 2.0
     model = keras.Model(x, L.Dense(2, name="head")(y))
     before = fingerprint(model)
-    with pytest.raises(kgraph.SurgeryError, match="rank-2 input and now gets a rank-4"):
+    with pytest.raises(kgraph.SurgeryError, match=r"inputs of rank \[2\] and now gets rank \[4\]"):
         kgraph.lift(model).apply(DeleteLayer("gap"), verify=True).lower()
     assert fingerprint(model) == before
+
+
+def test_delete_layer_changing_rank_before_a_normalization() -> None:
+    """The same for a layer rule (found by the long fuzz run: a raw IndexError)."""
+    x = keras.Input((5, 4))
+    y = L.GlobalAveragePooling1D(name="gap")(x)
+    y = L.UnitNormalization(name="norm")(y)
+    model = keras.Model(x, L.Dense(2, name="head")(y))
+    with pytest.raises(kgraph.SurgeryError, match=r"'norm' .* was built for inputs of rank"):
+        kgraph.lift(model).apply(DeleteLayer("gap"), verify=True).lower()
 
 
 def test_delete_layer_changing_rank() -> None:

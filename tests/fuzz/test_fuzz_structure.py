@@ -75,7 +75,11 @@ def specs_for(t: T, with_channels: bool) -> list[tuple]:
 
 
 def deleted_whole(site: Site, entries: set[tuple[int, int]]) -> bool:
-    """Every channel the layer carries is deleted: its branch goes, and the layer with it."""
+    """The layer may be gone after the deletions: every channel it carries is deleted
+    (its branch goes with them), or it is a Concatenate that loses channels (left with
+    one input, kgraph removes it)."""
+    if site.class_name == "Concatenate":
+        return any(e is not None and e in entries for e in site.layout)
     return bool(site.layout) and all(e is not None and e in entries for e in site.layout)
 
 
