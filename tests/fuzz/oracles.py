@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -29,7 +29,7 @@ from helpers import GENERATED_CASES, fingerprint, outputs_of, zero_batchnorm, ze
 from hypothesis import Phase, assume, note, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from strategies import Builder, positions, resolve
+from strategies import Builder, Tape, build_model, positions, resolve
 from test_properties_sequences import zero_bidirectional
 
 import kgraph
@@ -48,6 +48,25 @@ def new_session() -> None:
     _SESSIONS[0] += 1
     if _SESSIONS[0] % 25 == 0:
         keras.backend.clear_session()
+
+
+class Case(NamedTuple):
+    """One generated case: the tape of its draws, the model's seed, and its builder."""
+
+    tape: Tape
+    seed: int
+    builder: Builder
+
+
+def new_case(data: st.DataObject, **options: Any) -> Case:
+    """Start a case (`new_session`) and build its random model (`build_model` with
+    `options`), described in the report of a failing case."""
+    new_session()
+    tape = Tape(data)
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    builder = build_model(tape, seed, **options)
+    describe(builder)
+    return Case(tape, seed, builder)
 
 
 def count_case(name: str) -> None:

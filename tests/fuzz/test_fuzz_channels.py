@@ -20,14 +20,13 @@ from oracles import (
     assert_outputs_close,
     check_round_trip,
     count_case,
-    describe,
     fuzz_settings,
     guarded,
     known_issue,
     make_dead,
-    new_session,
+    new_case,
 )
-from strategies import Builder, Owner, Tape, build_model, draw_group_deletions, positions
+from strategies import Builder, Owner, draw_group_deletions, positions
 
 import kgraph
 from kgraph.passes import DeleteChannels, DeleteHeads
@@ -75,11 +74,7 @@ def representative(owners: list[Owner], gid: int, entries: set) -> Owner:
 def check_deletions(data: st.DataObject, **options) -> None:
     """Draw a model (`options` for `strategies.Builder`), channels and heads; check the
     deletion against the dead copy."""
-    new_session()
-    tape = Tape(data)
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    builder = build_model(tape, seed, **options)
-    describe(builder)
+    tape, _, builder = new_case(data, **options)
     choose = tape.choose
     entries = draw_group_deletions(choose, builder.groups)
     heads = draw_heads(choose, builder)
@@ -162,11 +157,7 @@ def test_fuzz_random_owner_random_channels(data: st.DataObject) -> None:
     """Any owner, any channels (all of them, out of range, repeated, breaking a grouped
     convolution's blocks): kgraph deletes them, with the outputs of the model where
     they are dead, or raises a KGraphError and changes nothing."""
-    new_session()
-    tape = Tape(data)
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    builder = build_model(tape, seed)
-    describe(builder)
+    tape, _, builder = new_case(data)
     choose = tape.choose
     model = builder.model
     passes, requested, checkable = [], set(), True

@@ -19,12 +19,10 @@ from oracles import (
     address,
     check_round_trip,
     count_case,
-    describe,
     fuzz_settings,
     guarded,
-    new_session,
+    new_case,
 )
-from strategies import Tape, build_model
 
 import kgraph
 from kgraph.passes import (
@@ -58,11 +56,7 @@ def indices(draw: st.DrawFn, width: int) -> list[int]:
 @fuzz_settings(0.13)
 @given(data=st.data())
 def test_fuzz_arbitrary_passes(data: st.DataObject) -> None:
-    new_session()
-    tape = Tape(data)
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    builder = build_model(tape, seed)
-    describe(builder)
+    tape, _, builder = new_case(data)
     choose = tape.choose
     model = builder.model
     names = [*(site.path for site in builder.sites), ("no_such_layer",)]

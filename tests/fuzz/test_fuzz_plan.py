@@ -25,14 +25,13 @@ from oracles import (
     assert_outputs_close,
     check_round_trip,
     count_case,
-    describe,
     fuzz_settings,
     guarded,
     known_issue,
     make_dead,
-    new_session,
+    new_case,
 )
-from strategies import Builder, Tape, build_model
+from strategies import Builder
 
 import kgraph
 
@@ -72,11 +71,7 @@ def keep_counts(width: int, ratio: float, min_channels: int, round_to: int | Non
 @fuzz_settings(0.12)
 @given(data=st.data())
 def test_fuzz_plan_and_apply(data: st.DataObject) -> None:
-    new_session()
-    tape = Tape(data)
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    builder = build_model(tape, seed, preserving=True)
-    describe(builder)
+    tape, seed, builder = new_case(data, preserving=True)
     choose = tape.choose
     model = builder.model
     inputs = sample_inputs(model, batch=6)

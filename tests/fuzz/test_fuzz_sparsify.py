@@ -25,12 +25,11 @@ from oracles import (
     assert_outputs_close,
     check_round_trip,
     count_case,
-    describe,
     fuzz_settings,
     guarded,
-    new_session,
+    new_case,
 )
-from strategies import Tape, build_model, walk
+from strategies import walk
 
 import kgraph
 from kgraph.passes import Sparsify
@@ -66,11 +65,7 @@ def about(count: int, fraction: float, total: int) -> bool:
 @fuzz_settings(0.1)
 @given(data=st.data())
 def test_fuzz_sparsify(data: st.DataObject) -> None:
-    new_session()
-    tape = Tape(data)
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    builder = build_model(tape, seed)
-    describe(builder)
+    tape, _, builder = new_case(data)
     choose = tape.choose
     model = builder.model
     layers = [(path, layer) for path, layer in walk(model) if any(map(prunable, layer.weights))]

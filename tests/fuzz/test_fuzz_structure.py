@@ -22,12 +22,11 @@ from oracles import (
     assert_outputs_close,
     check_round_trip,
     count_case,
-    describe,
     fuzz_settings,
     guarded,
     known_issue,
     make_dead,
-    new_session,
+    new_case,
 )
 from strategies import (
     PASS_SPECS,
@@ -35,7 +34,6 @@ from strategies import (
     Hooks,
     Site,
     T,
-    Tape,
     build_model,
     draw_group_deletions,
     positions,
@@ -104,11 +102,7 @@ def replacements(site: Site, model: keras.Model, with_channels: bool) -> list[tu
 @fuzz_settings(0.2)
 @given(data=st.data())
 def test_fuzz_structure_passes(data: st.DataObject) -> None:
-    new_session()
-    tape = Tape(data)
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    builder = build_model(tape, seed)
-    describe(builder)
+    tape, seed, builder = new_case(data)
     choose = tape.choose
     model = builder.model
 
