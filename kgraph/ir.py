@@ -26,7 +26,15 @@ import numpy as np
 
 from kgraph.deferred import DeferredSlice, resolve
 from kgraph.errors import KGraphError
-from kgraph.spaces import ChannelSpace, ConcatSpace, Derivation, DerivedSpace, MergeSpace, Space
+from kgraph.spaces import (
+    ChannelSpace,
+    ConcatSpace,
+    Derivation,
+    DerivedSpace,
+    InputSpace,
+    MergeSpace,
+    Space,
+)
 
 __all__ = [
     "LAMBDA_FUNCTION",
@@ -34,6 +42,7 @@ __all__ = [
     "ConcatSpace",
     "Derivation",
     "DerivedSpace",
+    "InputSpace",
     "MergeSpace",
     "Node",
     "Slot",

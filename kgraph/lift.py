@@ -431,8 +431,9 @@ def _input_node(tensor: Any, layer: Any) -> Node:
 
 
 def _input_channel_axis(graph: Graph, name: str, slot: int, rank: int) -> int:
-    """The channel axis of a model input: axis 1 when every reader that has a
-    `data_format` reads channels_first (an image model in that layout), else the last."""
+    """The channel axis of a model input (or of a Permute of one): axis 1 when every
+    reader that has a `data_format` reads channels_first (an image model in that
+    layout), else the last."""
     formats = {
         graph.node(user).config.get("data_format")
         for user, _, _ in graph.users(name, slot)
@@ -447,7 +448,7 @@ def _infer_masks(graph: Graph) -> None:
         node = graph.node(name)
         if node.kind == "input":
             outputs = tuple(
-                fresh_output(node, t, axis=_input_channel_axis(graph, name, slot, len(t.shape)))
+                fresh_output(node, t, _input_channel_axis(graph, name, slot, len(t.shape)), name)
                 for slot, t in enumerate(node.outputs)
             )
             graph.set_node(attrs.evolve(node, outputs=outputs))
@@ -456,6 +457,9 @@ def _infer_masks(graph: Graph) -> None:
         else:
             inputs = graph.input_tensors(name)
             node = attrs.evolve(node, inputs=tuple(inputs))
+            if node.cls is keras.layers.Permute:  # may re-place a model input's channels
+                axis = _input_channel_axis(graph, name, 0, len(node.outputs[0].shape))
+                node = attrs.evolve(node, meta={**node.meta, "input_axis": axis})
             try:
                 node = update_node(node, inputs, graph.rules)
             except KGraphError as error:

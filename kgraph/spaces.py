@@ -4,7 +4,8 @@ A mask has one entry per channel its tensor had when its coordinates were made;
 two masks are comparable only when their spaces are equal. There are four kinds:
 
 - `Space`: new channels (a layer's own units or filters, a model input). Compared
-  by identity: every `Space` is a coordinate system of its own.
+  by identity: every `Space` is a coordinate system of its own. An `InputSpace` is
+  the channels of a model input (or of a Permute of one): never deleted.
 - `ConcatSpace`: the channels of a Concatenate, its parts side by side.
 - `MergeSpace`: the common channels of an element-wise merge of several spaces.
 - `DerivedSpace`: channels computed from another space in a fixed way (a flatten,
@@ -35,6 +36,7 @@ __all__ = [
     "ConcatSpace",
     "Derivation",
     "DerivedSpace",
+    "InputSpace",
     "MergeSpace",
     "Space",
 ]
@@ -90,6 +92,20 @@ class Space(ChannelSpace):
 
     def __repr__(self) -> str:
         return f"Space({self.label!r})"
+
+
+class InputSpace(Space):
+    """The channels of model input `model_input`, or of that data in a new layout (a
+    Permute of it): model data, never deleted."""
+
+    __slots__ = ("model_input",)
+
+    def __init__(self, label: str, model_input: str) -> None:
+        super().__init__(label)
+        self.model_input = model_input
+
+    def __repr__(self) -> str:
+        return f"InputSpace({self.label!r}, {self.model_input!r})"
 
 
 @attrs.frozen

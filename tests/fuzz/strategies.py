@@ -1026,6 +1026,10 @@ class Builder:
             if not layers:
                 return t
             fresh = [type(layer).from_config(layer.get_config()) for layer in layers]
+            for made in (self.inserted, self.replaced):  # kgraph gets the layers in use
+                for name, layer in made.items():
+                    if layer in layers:
+                        made[name] = fresh[layers.index(layer)]
             sub = keras.Sequential([keras.Input(tuple(t.x.shape[1:])), *fresh], name=block)
         else:
             sub = keras.Model(inner_input, inner.x, name=block)

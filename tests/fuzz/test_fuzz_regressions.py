@@ -95,19 +95,34 @@ def _after_input_permute() -> keras.Model:
     return keras.Model(x, L.Dense(2, name="head")(y))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=kgraph.ChannelError,
-    reason="kgraph bug (kgraph/lift.py and the Dense/Permute rules): a model input's "
-    "channels are taken to be its last axis, so after a Permute of a channels-first input "
-    "they sit on axis 1; the Dense after it then works 'position by position' (docs/rules.md) "
-    "and owns nothing, and the Concatenate with the GRU's output couples the GRU's units "
-    "to the model input: DeleteChannels('gru') is refused ('they are the channels of "
-    "model input'), though a model input's channels are never deleted",
-)
 @pytest.mark.parametrize("owner", ["gru", "dense"])
 def test_units_after_a_channels_first_input_is_permuted(owner: str) -> None:
+    """A Permute of a model input is model data in a new layout: its channels are placed
+    afresh on the axis its readers use (the Dense's and GRU's last), so the Dense owns
+    its units and the Concatenate does not couple the GRU's to the model input (the
+    input's channels used to be carried to axis 1)."""
     check_dead_channels(_after_input_permute(), {owner: [1]})
+
+
+def test_permuted_input_added_to_units_is_refused() -> None:
+    """Channels added to a permuted model input's data cannot be deleted; the error
+    names the input and the Permute."""
+    x = keras.Input((5, 7), name="x")
+    y = L.Permute((2, 1), name="to_steps_first")(x)
+    y = L.Add(name="add")([L.Dense(5, name="dense")(y), y])
+    model = keras.Model(x, L.Dense(2, name="head")(y))
+    with pytest.raises(kgraph.ChannelError, match=r"model input 'x'.*'to_steps_first'"):
+        kgraph.lift(model).apply(DeleteChannels("dense", [1]))
+
+
+def test_permute_of_an_input_to_channels_first_convs() -> None:
+    """A channels_last input permuted for channels_first convolutions: the channels stay
+    on axis 1, where the convolution reads them, and its filters can be deleted."""
+    x = keras.Input((6, 7, 3))
+    y = L.Permute((3, 1, 2), name="to_cf")(x)
+    y = L.Conv2D(4, 3, data_format="channels_first", name="conv")(y)
+    y = L.GlobalAveragePooling2D(data_format="channels_first")(y)
+    check_dead_channels(keras.Model(x, L.Dense(2, name="head")(y)), {"conv": [1, 2]})
 
 
 def test_units_after_a_channels_last_input() -> None:

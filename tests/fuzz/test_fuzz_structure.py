@@ -38,6 +38,7 @@ from strategies import (
     draw_group_deletions,
     positions,
     resolve,
+    walk,
 )
 
 import kgraph
@@ -208,6 +209,8 @@ def test_fuzz_structure_passes(data: st.DataObject) -> None:
         return graph.lower()
 
     new_layers = [*expected_builder.inserted.values(), *expected_builder.replaced.values()]
+    in_expected = {id(layer) for _, layer in walk(expected_model)}
+    assert all(id(layer) in in_expected for layer in new_layers), "kgraph gets other layers"
     try:
         result = guarded(surgery, [model, expected_model])
     except Refused as refused:
