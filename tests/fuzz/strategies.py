@@ -1015,16 +1015,17 @@ class Builder:
         if kind == "sequential":
             self.sequential = []
         inner = T(inner_input, t.layout, t.df)
+        count = self.count
         for _ in range(self.choose(st.integers(1, 3), "nested_operations")):
             inner = self.operation(inner)
         layers = self.sequential
         self.prefix, self.sequential = saved
         self.depth -= 1
-        if inner.x is inner_input:
+        if self.count == count:  # no layer drawn (the same in a replay)
             return t
-        if kind == "sequential":
-            if not layers:
-                return t
+        if inner.x is inner_input or (kind == "sequential" and not layers):
+            sub = None  # every layer skipped (a replay of a DeleteLayer): an identity
+        elif kind == "sequential":
             fresh = [type(layer).from_config(layer.get_config()) for layer in layers]
             for made in (self.inserted, self.replaced):  # kgraph gets the layers in use
                 for name, layer in made.items():
@@ -1033,10 +1034,10 @@ class Builder:
             sub = keras.Sequential([keras.Input(tuple(t.x.shape[1:])), *fresh], name=block)
         else:
             sub = keras.Model(inner_input, inner.x, name=block)
-        out = T(sub(t.x), inner.layout, inner.df)
+        out = T(t.x if sub is None else sub(t.x), inner.layout, inner.df)
         if self.choose(st.booleans(), "call_twice") and tuple(inner.x.shape) == tuple(t.x.shape):
             relu = self.call(L.ReLU(name=self.name("relu")), t, t.layout, role="pass")
-            again = T(sub(relu.x), inner.layout, inner.df)
+            again = T(relu.x if sub is None else sub(relu.x), inner.layout, inner.df)
             return self.merged("add", [out, again])
         return out
 
