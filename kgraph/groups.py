@@ -32,7 +32,7 @@ import attrs
 import numpy as np
 
 from kgraph.graph_data import GraphData
-from kgraph.ir import ChannelSpace, ConcatSpace, InputSpace, MergeSpace, Tensor
+from kgraph.ir import ChannelSpace, ConcatSpace, MergeSpace, Tensor
 from kgraph.rules.base import OpaqueRule
 from kgraph.rules.capabilities import HasHeads, couplings, restriction
 
@@ -223,14 +223,6 @@ class _Analysis:
                 f"they are the channels of model input {node.name!r}",
             )
             return
-        for tensor in node.outputs:  # a model input's data in a new layout (a Permute)
-            if isinstance(tensor.space, InputSpace):
-                self._block(
-                    tensor.space,
-                    Blocker.MODEL_INPUT,
-                    f"they are the data of model input {tensor.space.model_input!r}, "
-                    f"re-arranged by {node.describe()}",
-                )
         if node.kind == "output":
             self._block(
                 node.inputs[0].space,

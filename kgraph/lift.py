@@ -431,9 +431,8 @@ def _input_node(tensor: Any, layer: Any) -> Node:
 
 
 def _input_channel_axis(graph: Graph, name: str, slot: int, rank: int) -> int:
-    """The channel axis of a model input (or of a Permute of one): axis 1 when every
-    reader that has a `data_format` reads channels_first (an image model in that
-    layout), else the last."""
+    """The channel axis of a model input: axis 1 when every reader that has a
+    `data_format` reads channels_first (an image model in that layout), else the last."""
     formats = {
         graph.node(user).config.get("data_format")
         for user, _, _ in graph.users(name, slot)
@@ -457,9 +456,6 @@ def _infer_masks(graph: Graph) -> None:
         else:
             inputs = graph.input_tensors(name)
             node = attrs.evolve(node, inputs=tuple(inputs))
-            if node.cls is keras.layers.Permute:  # may re-place a model input's channels
-                axis = _input_channel_axis(graph, name, 0, len(node.outputs[0].shape))
-                node = attrs.evolve(node, meta={**node.meta, "input_axis": axis})
             try:
                 node = update_node(node, inputs, graph.rules)
             except KGraphError as error:

@@ -5,7 +5,7 @@ two masks are comparable only when their spaces are equal. There are four kinds:
 
 - `Space`: new channels (a layer's own units or filters, a model input). Compared
   by identity: every `Space` is a coordinate system of its own. An `InputSpace` is
-  the channels of a model input (or of a Permute of one): never deleted.
+  the channels of a model input: never deleted.
 - `ConcatSpace`: the channels of a Concatenate, its parts side by side.
 - `MergeSpace`: the common channels of an element-wise merge of several spaces.
 - `DerivedSpace`: channels computed from another space in a fixed way (a flatten,
@@ -95,8 +95,7 @@ class Space(ChannelSpace):
 
 
 class InputSpace(Space):
-    """The channels of model input `model_input`, or of that data in a new layout (a
-    Permute of it): model data, never deleted."""
+    """The channels of model input `model_input`: model data, never deleted."""
 
     __slots__ = ("model_input",)
 

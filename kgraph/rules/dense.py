@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kgraph.ir import Node, Tensor
+from kgraph.ir import InputSpace, Node, Tensor
 from kgraph.rules.base import carry, take_weight
 from kgraph.rules.producer import ProducerRule
 
@@ -18,14 +18,20 @@ class DenseRule(ProducerRule):
 
     When the input's channels sit on another axis (after a Permute, say), Dense
     works position by position along it: the output carries those channels on
-    the same axis, and the Dense's own units are not tracked (not deletable).
+    the same axis, and the Dense's own units are not tracked (not deletable). Not
+    so when they are a model input's (never deleted; a Permute of channels-first
+    data): then the Dense owns its units as usual.
     """
 
     channels_key = "units"
     known_weights = ("kernel", "bias")
 
     def _along_other_axis(self, source: Tensor) -> bool:
-        return source.axis is not None and source.axis != len(source.shape) - 1
+        return (
+            source.axis is not None
+            and source.axis != len(source.shape) - 1
+            and not isinstance(source.space, InputSpace)
+        )
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         if self._along_other_axis(inputs[0]):

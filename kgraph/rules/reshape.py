@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from kgraph.ir import Derivation, DerivedSpace, InputSpace, Node, Tensor, seal
+from kgraph.ir import Derivation, DerivedSpace, Node, Tensor, seal
 from kgraph.rules.base import Rule, carry, fresh_output, lifted_shape
 from kgraph.rules.channelwise import PassThroughRule, data_format_axis
 
@@ -135,18 +135,10 @@ def _surviving_axis(axis: int | None, source: Tensor, out: Tensor) -> int | None
 
 
 class PermuteRule(_MapRule):
-    """Permute: the channel axis moves to where `dims` puts it.
-
-    A Permute of a model input's data gives model data in a new layout, whose channels
-    are placed afresh like a model input's: on the axis lift chose from the Permute's
-    readers (`node.meta["input_axis"]`; the last axis for a Permute added later).
-    """
+    """Permute: the channel axis moves to where `dims` puts it."""
 
     def infer(self, node: Node, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         source = inputs[0]
-        if isinstance(source.space, InputSpace):
-            axis = node.meta.get("input_axis", -1)
-            return (fresh_output(node, node.outputs[0], axis, source.space.model_input),)
         if source.axis is None:
             return (carry(node.outputs[0], source),)
         dims = list(node.config["dims"])

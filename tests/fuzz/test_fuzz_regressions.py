@@ -14,7 +14,7 @@ import pytest
 from helpers import check_dead_channels, dead_copy, fingerprint, outputs_of, sample_inputs
 
 import kgraph
-from kgraph.passes import DeleteChannels, DeleteLayer, ReplaceLayer
+from kgraph.passes import DeleteChannels, DeleteLayer, InsertLayer, ReplaceLayer
 
 L = keras.layers
 
@@ -97,21 +97,21 @@ def _after_input_permute() -> keras.Model:
 
 @pytest.mark.parametrize("owner", ["gru", "dense"])
 def test_units_after_a_channels_first_input_is_permuted(owner: str) -> None:
-    """A Permute of a model input is model data in a new layout: its channels are placed
-    afresh on the axis its readers use (the Dense's and GRU's last), so the Dense owns
-    its units and the Concatenate does not couple the GRU's to the model input (the
-    input's channels used to be carried to axis 1)."""
+    """The Dense after a Permute of a model input owns its units (a model input's
+    channels, on axis 1 after the Permute, are never deleted, so the Dense need not
+    work position by position along them), and the Concatenate no longer couples the
+    GRU's units to the model input."""
     check_dead_channels(_after_input_permute(), {owner: [1]})
 
 
 def test_permuted_input_added_to_units_is_refused() -> None:
-    """Channels added to a permuted model input's data cannot be deleted; the error
-    names the input and the Permute."""
+    """Units added to a permuted model input's data cannot be deleted; the error names
+    the input."""
     x = keras.Input((5, 7), name="x")
     y = L.Permute((2, 1), name="to_steps_first")(x)
     y = L.Add(name="add")([L.Dense(5, name="dense")(y), y])
     model = keras.Model(x, L.Dense(2, name="head")(y))
-    with pytest.raises(kgraph.ChannelError, match=r"model input 'x'.*'to_steps_first'"):
+    with pytest.raises(kgraph.ChannelError, match="they are the channels of model input 'x'"):
         kgraph.lift(model).apply(DeleteChannels("dense", [1]))
 
 
@@ -302,3 +302,32 @@ def test_keras_einsum_dense_bias_of_shape_n_by_one_is_misplaced_on_tensorflow() 
         layer.set_weights([np.zeros((2, 3, 1), "float32"), bias])
         added = keras.ops.convert_to_numpy(layer(x))[0, 0, :, 0]
         np.testing.assert_array_equal(added, expected)  # 3 steps should give [1, 2, 3] too
+
+
+def test_replaced_permute_of_an_input_keeps_its_channel_axis() -> None:
+    """A Permute of a channels_last image for channels_first layers, replaced by a copy,
+    with a BatchNormalization(axis=1) inserted after it: the new Permute moves the
+    input's channels to axis 1 as the old one did (a first fix of the Permute-of-an-
+    input finding placed a new Permute's channels on the last axis; the long fuzz run
+    refused this surgery with "carries 4 channels where it was built for 3")."""
+    x = keras.Input((4, 4, 3), name="x")
+    permute = L.Permute((3, 1, 2), name="permute")
+    pool = L.MaxPooling2D(2, data_format="channels_first", name="pool")
+    conv = L.Conv2D(5, 1, data_format="channels_first", name="conv")
+    gap = L.GlobalAveragePooling2D(data_format="channels_first", name="gap")
+    head = L.Dense(2, name="head")
+    model = keras.Model(x, head(gap(conv(pool(permute(x))))))
+    bn = L.BatchNormalization(axis=1, name="bn")
+    expected = keras.Model(x, head(gap(conv(pool(bn(permute(x)))))))
+    bn.set_weights(
+        [np.array(v, "float32") for v in ([0.5, 1, 2], [1, 0, -1], [0, 1, 2], [1, 2, 3])]
+    )
+    result = (
+        kgraph.lift(model)
+        .apply(InsertLayer("pool", bn), ReplaceLayer("permute", L.Permute((3, 1, 2))))
+        .lower()
+    )
+    inputs = sample_inputs(model)
+    np.testing.assert_allclose(
+        outputs_of(result, inputs)[0], outputs_of(expected, inputs)[0], rtol=1e-5, atol=1e-6
+    )
