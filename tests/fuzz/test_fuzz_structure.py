@@ -74,12 +74,15 @@ def specs_for(t: T, with_channels: bool) -> list[tuple]:
 
 
 def deleted_whole(site: Site, entries: set[tuple[int, int]]) -> bool:
-    """The layer may be gone after the deletions: every channel it carries is deleted
-    (its branch goes with them), or it is a Concatenate that loses channels (left with
-    one input, kgraph removes it)."""
+    """The layer may be gone after the deletions: every channel it reads or makes is
+    deleted (its branch goes with them), or it is a Concatenate that loses channels
+    (left with one input, kgraph removes it)."""
     if site.class_name == "Concatenate":
         return any(e is not None and e in entries for e in site.layout)
-    return bool(site.layout) and all(e is not None and e in entries for e in site.layout)
+    return any(
+        bool(layout) and all(e is not None and e in entries for e in layout)
+        for layout in (site.layout, site.out_layout)
+    )
 
 
 def replacements(site: Site, model: keras.Model, with_channels: bool) -> list[tuple]:
