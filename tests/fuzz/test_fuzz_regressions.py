@@ -331,3 +331,28 @@ def test_replaced_permute_of_an_input_keeps_its_channel_axis() -> None:
     np.testing.assert_allclose(
         outputs_of(result, inputs)[0], outputs_of(expected, inputs)[0], rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=kgraph.MaskConflictError,
+    reason="kgraph limitation (kgraph/lift.py _input_channel_axis): a model input's channel "
+    "axis is chosen once, at lift, from the layers reading it. Deleting the Permute makes "
+    "a channels_first Conv1D and an Average read the input directly, but its channels stay "
+    "on the last axis chosen for the Permute, so the Average sees them on another axis "
+    "than the Conv1D's filters and refuses ('keeps 3/3' on both inputs). The fix: choose "
+    "an input's axis again when a pass changes its readers",
+)
+def test_delete_a_permute_of_an_input_before_channels_first_layers() -> None:
+    x = keras.Input((3, 3), name="x")
+    y = L.Permute((2, 1), name="permute")(x)
+    conv = L.Conv1D(3, 2, padding="same", data_format="channels_first", name="conv")
+    y = L.Average(name="average")([y, conv(y)])
+    head = L.Dense(2, name="head")
+    model = keras.Model(x, head(L.Flatten()(y)))
+    expected = keras.Model(x, head(L.Flatten()(L.Average()([x, conv(x)]))))
+    result = kgraph.lift(model).apply(DeleteLayer("permute")).lower()
+    inputs = sample_inputs(model)
+    np.testing.assert_allclose(
+        outputs_of(result, inputs)[0], outputs_of(expected, inputs)[0], rtol=1e-5, atol=1e-6
+    )
