@@ -31,7 +31,7 @@ import numpy as np
 from kgraph.configs import rebuild_config
 from kgraph.errors import KGraphError, LiftError
 from kgraph.graph import Graph
-from kgraph.ir import LAMBDA_FUNCTION, Node, Slot
+from kgraph.ir import LAMBDA_FUNCTION, InputSpace, Node, Slot
 from kgraph.keras_utils import functional_of, layer_weight_names, nodes_in_order, tensor_record
 from kgraph.passes.propagate_masks import update_node
 from kgraph.rules import DEFAULT_RULES
@@ -447,7 +447,9 @@ def _infer_masks(graph: Graph) -> None:
         node = graph.node(name)
         if node.kind == "input":
             outputs = tuple(
-                fresh_output(node, t, _input_channel_axis(graph, name, slot, len(t.shape)), name)
+                fresh_output(
+                    node, t, _input_channel_axis(graph, name, slot, len(t.shape)), InputSpace
+                )
                 for slot, t in enumerate(node.outputs)
             )
             graph.set_node(attrs.evolve(node, outputs=outputs))

@@ -95,16 +95,12 @@ class Space(ChannelSpace):
 
 
 class InputSpace(Space):
-    """The channels of model input `model_input`: model data, never deleted."""
+    """The channels of a model input (its name is the `origin`): never deleted."""
 
-    __slots__ = ("model_input",)
-
-    def __init__(self, label: str, model_input: str) -> None:
-        super().__init__(label)
-        self.model_input = model_input
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"InputSpace({self.label!r}, {self.model_input!r})"
+        return f"InputSpace({self.label!r})"
 
 
 @attrs.frozen

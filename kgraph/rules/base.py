@@ -35,7 +35,7 @@ import numpy as np
 
 from kgraph.deferred import DeferredSlice
 from kgraph.errors import ChannelError, KGraphError, UnsupportedLayerError
-from kgraph.ir import InputSpace, Node, Space, Tensor, full_mask, lifted_shape, seal, slots_in
+from kgraph.ir import Node, Space, Tensor, full_mask, lifted_shape, seal, slots_in
 
 if TYPE_CHECKING:
     from kgraph.rules.registry import RuleSet
@@ -186,11 +186,9 @@ class OpaqueRule(Rule):
         )
 
 
-def new_space(label: str, model_input: str | None = None) -> Space:
-    """A new coordinate system for the channels of node `label` (an `InputSpace` when
-    they are the data of `model_input`)."""
-    label = f"{label}#{next(_space_ids)}"
-    return Space(label) if model_input is None else InputSpace(label, model_input)
+def new_space(label: str, kind: type[Space] = Space) -> Space:
+    """A new coordinate system (of class `kind`) for the channels of node `label`."""
+    return kind(f"{label}#{next(_space_ids)}")
 
 
 def default_axis(shape: Sequence[int | None]) -> int | None:
@@ -201,13 +199,13 @@ def default_axis(shape: Sequence[int | None]) -> int | None:
 
 
 def fresh_output(
-    node: Node, tensor: Tensor, axis: int | None = -1, model_input: str | None = None
+    node: Node, tensor: Tensor, axis: int | None = -1, kind: type[Space] = Space
 ) -> Tensor:
-    """`tensor` with new channel coordinates (all kept) on `axis` (default: the last);
-    `model_input`: they are that model input's data (`InputSpace`)."""
+    """`tensor` with new channel coordinates (all kept, a `kind` space) on `axis`
+    (default: the last)."""
     if axis == -1:
         axis = default_axis(tensor.shape)
-    space = new_space(node.name, model_input)
+    space = new_space(node.name, kind)
     if axis is None or tensor.shape[axis] is None:
         return attrs.evolve(tensor, axis=None, mask=None, space=space)
     return attrs.evolve(tensor, axis=axis, mask=full_mask(tensor.shape[axis]), space=space)
